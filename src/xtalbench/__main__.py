@@ -1,0 +1,3 @@
+from xtalbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""Where every artifact lives, how params are read, and how outputs are written.
+
+Stages run from the repository root (DVC's working directory); all paths are relative to it.
+Writers are deterministic: same table ⇒ byte-identical file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+PARAMS_FILE = "params.yaml"
+ROW_GROUP_SIZE = 10_000
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def dataset_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The `datasets.<name>` block, with a clear error when the dataset is not configured."""
+    datasets = params.get("datasets") or {}
+    if dataset not in datasets:
+        raise SystemExit(f"dataset {dataset!r} is not in params.yaml `datasets` (have: {', '.join(datasets) or 'none'})")
+    return datasets[dataset]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The artifact layout of one dataset (see design.md, 'Layout')."""
+
+    dataset: str
+    root: Path = Path(".")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "datasets" / self.dataset
+
+    @property
+    def frames(self) -> Path:
+        return self.data_dir / "frames.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data_dir / "quarantine.parquet"
+
+    @property
+    def data_version(self) -> Path:
+        return self.data_dir / "DATA_VERSION.json"
+
+    @property
+    def dedup(self) -> Path:
+        return self.data_dir / "dedup.parquet"
+
+    @property
+    def dedup_clusters(self) -> Path:
+        return self.data_dir / "dedup_clusters.parquet"
+
+    @property
+    def features(self) -> Path:
+        return self.data_dir / "features.parquet"
+
+    def predictions(self, model: str) -> Path:
+        return self.data_dir / "predictions" / f"{model}.parquet"
+
+    @property
+    def splits_dir(self) -> Path:
+        return self.root / "splits" / self.dataset
+
+    def split(self, strategy: str) -> Path:
+        return self.splits_dir / f"{strategy}.parquet"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics" / self.dataset
+
+    def metrics(self, name: str) -> Path:
+        return self.metrics_dir / f"{name}.json"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots" / self.dataset
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models" / "trained" / self.dataset
+
+
+def write_parquet(table: pa.Table, path: str | Path, row_group_size: int = ROW_GROUP_SIZE) -> Path:
+    """Write a table deterministically (no pandas index metadata, fixed row groups, zstd)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = table.replace_schema_metadata(None)
+    pq.write_table(table, path, row_group_size=row_group_size, compression="zstd")
+    return path
+
+
+class ParquetSink:
+    """Append record batches to one Parquet file in bounded memory; deterministic output."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.row_group_size = row_group_size
+        self.rows = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self.rows += len(self._buffer)
+            self._buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_batches(path: str | Path, columns: list[str] | None = None, batch_size: int = ROW_GROUP_SIZE) -> Iterator[pa.RecordBatch]:
+    """Stream a Parquet file in record batches (bounded memory)."""
+    yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    path = Path(path)
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: run the stage that writes it first (dvc repro)")
+    return pq.read_table(path, columns=columns)
+
+
+def write_json(data: Any, path: str | Path) -> Path:
+    """Write JSON with sorted keys; NaN/inf become null so DVC and browsers can read it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(data), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _finite(value.item())
+    return value
