@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,9 @@ def reduced_formula(numbers: Iterable[int]) -> str:
     for z in numbers:
         symbol = element_symbol(int(z))
         counts[symbol] = counts.get(symbol, 0) + 1
-    return Composition(counts).reduced_formula
+    with warnings.catch_warnings():  # pymatgen warns about noble gases lacking electronegativity
+        warnings.simplefilter("ignore", UserWarning)
+        return Composition(counts).reduced_formula
 
 
 def structure_hash(lattice: Iterable[float], numbers: Iterable[int], positions: Iterable[float]) -> str:
