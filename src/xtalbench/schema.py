@@ -23,7 +23,10 @@ MAX_ABS_ENERGY_PER_ATOM = 100.0  # eV/atom: beyond this the energy is not in eV
 MAX_ABS_FORCE = 1000.0  # eV/Å
 MAX_ABS_STRESS = 5.0  # eV/Å³ (= 800 GPa): kBar or GPa passed as eV/Å³ land far above this
 MAX_ATOMIC_NUMBER = 118
-HASH_FRACTIONAL_DECIMALS = 3  # ~0.005 Å on a 5 Å cell: identity tolerance of structure_hash
+# structure_hash grid: fractional coordinates snap to multiples of 1/1440 (~0.0035 Å on a 5 Å
+# cell). 1440 = 2^5·3^2·5, so k/2, k/3, k/4, k/5, k/6, k/8, k/9, k/12, k/16 ... are grid points and
+# no coordinate written with <= 5 decimals lies on a rounding boundary.
+HASH_FRACTIONAL_GRID = 1440
 HASH_LATTICE_DECIMALS = 3  # Å
 
 _f64_list = pa.list_(pa.float64())
@@ -137,16 +140,18 @@ def reduced_formula(numbers: Iterable[int]) -> str:
 def structure_hash(lattice: Iterable[float], numbers: Iterable[int], positions: Iterable[float]) -> str:
     """Canonical content hash of a periodic structure.
 
-    Invariant to the order of sites, to moving an atom by a lattice vector, and to noise far
-    below the rounding grid (fractional coordinates to 1e-3, lattice to 1e-3 Å). High-symmetry
-    coordinates sit on grid points, far from the rounding boundaries.
+    Invariant to the order of sites and to moving an atom by a lattice vector. Coordinates are
+    snapped to a grid (HASH_FRACTIONAL_GRID, lattice to 1e-3 Å), so noise of δ changes the hash
+    only when a coordinate lies within δ of a grid boundary: never for high-symmetry positions
+    (they are grid points), with probability ~2δ/0.0035 Å per generic coordinate (≈6e-4 for
+    δ = 1e-6 Å). A hash cannot be noise-proof everywhere; this puts its boundaries where
+    crystal coordinates rarely are.
     """
     cell = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
     z = np.asarray(numbers, dtype=np.int64)
     cart = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     frac = np.linalg.solve(cell.T, cart.T).T
-    scale = 10**HASH_FRACTIONAL_DECIMALS
-    grid = np.rint(frac * scale).astype(np.int64) % scale  # wrap: 1.0 and 0.0 are one point
+    grid = np.rint(frac * HASH_FRACTIONAL_GRID).astype(np.int64) % HASH_FRACTIONAL_GRID  # wrap: 1.0 and 0.0 are one point
     order = np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], z))
     sites = np.column_stack([z[order], grid[order]])
     lat = np.rint(cell * 10**HASH_LATTICE_DECIMALS).astype(np.int64) + 0  # +0 turns -0 into 0

@@ -102,9 +102,11 @@ def read_extxyz(path: Path, config: dict, source: str = "local") -> Iterator[dic
 
 def _extxyz_frame(atoms, index: int, path: Path, config: dict, stress_unit: str, source: str) -> dict | Rejected:
     info = atoms.info
-    material_id = str(info.get(config.get("material_id_key", "material_id"), f"{_stem(path)}-{index}"))
+    own_id = f"{_stem(path)}-{index}"  # without a material id, every frame is its own material
+    material_id = str(info.get(config.get("material_id_key", "material_id"), own_id))
     frame_index = info.get(config.get("frame_index_key", "frame_index"))
-    frame_id = str(info.get(config.get("frame_id_key", "frame_id"), "") or _frame_id(material_id, info, index, config))
+    default_frame_id = own_id if material_id == own_id else _frame_id(material_id, info, index, config)
+    frame_id = str(info.get(config.get("frame_id_key", "frame_id"), "") or default_frame_id)
     raw = {"file": str(path), "index": index, "info": info}
     try:
         energy = _label(atoms, config.get("energy_key"), "energy")

@@ -105,11 +105,12 @@ def read_records(config: dict, workdir: Path) -> Iterator[dict | Rejected]:
     key = api_key()
     try:
         yield from _read(query, key)
+        return
     except Exception as err:
         scrubbed = _scrub(err, key)
         if scrubbed is err:
             raise
-        raise scrubbed from None
+    raise scrubbed  # outside the except block: the original (holding the key) is not chained
 
 
 def describe(config: dict) -> dict:

@@ -1,0 +1,145 @@
+"""MACE models (file, pipeline-trained, mace-torch foundation) with batched inference.
+
+Structures become mace `AtomicData` graphs (the model's own r_max and z_table) and run through
+mace's torch_geometric DataLoader in batches, the way `mace/cli/eval_configs.py` does: one
+forward pass per batch, not one per structure.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # mace checkpoints are pickled modules
+
+import mace  # noqa: E402,F401  # must precede e3nn.o3 (torch>=2.6 weights-only loading trap)
+from collections.abc import Mapping, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import torch  # noqa: E402
+
+from xtalbench.models import ModelLoadError, as_rows, check_elements, voigt  # noqa: E402
+from xtalbench.models.registry import FOUNDATION_ALIASES, ModelSpec  # noqa: E402
+
+DEFAULT_BATCH_SIZE = 32
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _load_module(path: Path, device: str) -> torch.nn.Module:
+    if not path.exists():
+        raise ModelLoadError(f"MACE model file {path} does not exist (train it with `dvc repro` or fix `checkpoint:`)")
+    try:
+        return torch.load(f=str(path), map_location=device, weights_only=False)
+    except Exception as error:  # corrupt or not a MACE file
+        raise ModelLoadError(f"cannot load MACE model file {path}: {type(error).__name__}: {error}") from error
+
+
+class _GraphDataset(torch.utils.data.Dataset):
+    """Frames → AtomicData graphs, built lazily one batch at a time (bounded memory)."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], z_table, r_max: float, heads: list[str], head: str):
+        self.rows, self.z_table, self.r_max, self.heads, self.head = rows, z_table, r_max, heads, head
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        from mace import data as mace_data
+
+        row = self.rows[index]
+        n = len(row["numbers"])
+        config = mace_data.Configuration(
+            atomic_numbers=np.asarray(row["numbers"], dtype=np.int64),
+            positions=np.asarray(row["positions"], dtype=np.float64).reshape(n, 3),
+            properties={},
+            property_weights={},
+            cell=np.asarray(row["lattice"], dtype=np.float64).reshape(3, 3),
+            pbc=tuple(bool(p) for p in row["pbc"]),
+            head=self.head,
+        )
+        return mace_data.AtomicData.from_config(config, z_table=self.z_table, cutoff=self.r_max, heads=self.heads)
+
+
+class MacePredictor:
+    """Batched energy/forces/stress from a MACE torch module."""
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", dtype: str = "float64", name: str = "mace", progress: bool = True):
+        from mace.tools import utils
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected float32 or float64")
+        self.name, self.device, self.dtype, self.progress = name, device, dtype, progress
+        self.model = (model.double() if dtype == "float64" else model.float()).to(device).eval()
+        for param in self.model.parameters():
+            param.requires_grad = False
+        self.r_max = float(self.model.r_max)
+        self.z_table = utils.AtomicNumberTable([int(z) for z in self.model.atomic_numbers])
+        self.supported_numbers: frozenset[int] | None = frozenset(self.z_table.zs)
+        heads = list(getattr(self.model, "heads", None) or ["Default"])
+        self.heads = heads
+        defaults = [h for h in heads if h.lower() == "default"]
+        self.head = heads[0] if len(heads) == 1 else (defaults[0] if defaults else heads[-1])
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str = "cpu", dtype: str = "float64", name: str | None = None, **options: Any) -> MacePredictor:
+        path = Path(path)
+        return cls(_load_module(path, device), device=device, dtype=dtype, name=name or path.stem, **options)
+
+    @classmethod
+    def from_foundation(cls, spec: ModelSpec, device: str = "cpu", dtype: str = "float32", **options: Any) -> MacePredictor:
+        """Through mace-torch's own downloader and cache; offline, a clear error says what to do."""
+        from mace.calculators import foundations_models as fm
+        from mace.tools.utils import get_cache_dir
+
+        name = FOUNDATION_ALIASES.get(str(spec.foundation), str(spec.foundation))
+        urls = fm.mace_mp_urls if spec.family == "mace_mp" else fm.mace_off_urls
+        if name not in urls:
+            raise ModelLoadError(
+                f"model {spec.name!r}: unknown {spec.family} foundation model {spec.foundation!r} (known: {', '.join(urls)})"
+            )
+        loader = fm.mace_mp if spec.family == "mace_mp" else fm.mace_off
+        try:
+            module = loader(model=name, device=device, default_dtype=dtype, return_raw_model=True)
+        except Exception as error:
+            cause = error.__cause__ or error
+            raise ModelLoadError(
+                f"cannot load MACE foundation model {spec.name!r} ({spec.family} {name!r}): "
+                f"{type(cause).__name__}: {cause}. mace-torch downloads it from {urls[name]} into {get_cache_dir()}; "
+                f"on a machine without internet, copy that file there, or set `checkpoint:` in {spec.source or 'its YAML'} "
+                f"to a local copy of the .model file (and use kind: mace-file)."
+            ) from error
+        return cls(module, device=device, dtype=dtype, name=spec.name, **options)
+
+    def predict(self, frames: Sequence[Mapping[str, Any]] | pa.Table, batch_size: int | None = None) -> dict[str, Any]:
+        from mace.tools import torch_geometric, torch_tools
+        from tqdm import tqdm
+
+        rows = as_rows(frames)
+        check_elements(rows, self.supported_numbers, self.name)
+        batch_size = int(batch_size or DEFAULT_BATCH_SIZE)
+        energies, stresses, forces = [], [], []
+        with torch_tools.default_dtype(self.dtype):
+            loader = torch_geometric.dataloader.DataLoader(
+                dataset=_GraphDataset(rows, self.z_table, self.r_max, self.heads, self.head),
+                batch_size=batch_size,
+                shuffle=False,
+                drop_last=False,
+            )
+            for batch in tqdm(loader, desc=f"{self.name} inference", unit="batch", disable=not self.progress, leave=False):
+                batch = batch.to(self.device)
+                out = self.model(batch.to_dict(), compute_stress=True, training=False)
+                energies.append(out["energy"].detach().cpu().numpy().astype(np.float64))
+                stress = out.get("stress")
+                stresses.append(None if stress is None else stress.detach().cpu().numpy().astype(np.float64))
+                ptr = batch.ptr.cpu().numpy()
+                f = out["forces"].detach().cpu().numpy().astype(np.float64)
+                forces.extend(f[ptr[i] : ptr[i + 1]] for i in range(len(ptr) - 1))
+        energy = np.concatenate(energies) if energies else np.zeros(0)
+        stress_out = None
+        if stresses and all(s is not None for s in stresses):
+            stress_out = voigt(np.concatenate(stresses))
+            periodic = np.array([all(r["pbc"]) for r in rows])
+            stress_out[~periodic] = np.nan  # no cell, no stress
+        return {"energy": energy, "forces": forces, "stress": stress_out}
