@@ -139,3 +139,18 @@ def test_disordered_structure_is_refused():
     disordered = Structure(Lattice.cubic(3.0), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
     with pytest.raises(FrameError, match="disordered"):
         from_structure(disordered, frame_id="d", material_id="d", source="t")
+
+
+def test_closest_pair_agrees_with_ase_neighbour_list():
+    from xtalbench.schema import _closest_pair_ase, closest_pair
+
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n = int(rng.integers(1, 12))
+        cell = np.diag(rng.uniform(1.5, 6.0, 3)) + rng.uniform(-1.5, 1.5, (3, 3)) * (trial % 2)
+        cart = rng.uniform(-2, 8, (n, 3))
+        pbc = rng.random(3) < 0.8
+        fast, slow = closest_pair(cell, cart, pbc, 1.2), _closest_pair_ase(cell, cart, pbc, 1.2)
+        assert (fast is None) == (slow is None)
+        if fast is not None:
+            assert fast[2] == pytest.approx(slow[2], abs=1e-9)

@@ -48,9 +48,10 @@ class FakeServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.routes: dict[str, Callable[[dict[str, list[str]]], Any]] = {}
-        self.fail: dict[str, list[int]] = defaultdict(list)  # path → statuses to answer first
+        self.fail: dict[str, list[int]] = defaultdict(list)  # path → statuses of the next answers (200: serve)
         self.cut: dict[str, list[int]] = defaultdict(list)  # path → close after N body bytes
         self.requests: list[dict[str, Any]] = []
+        self.ignore_range = False  # behave like a server without Range support
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,8 +62,9 @@ class FakeServer:
                 url = urlparse(self.path)
                 query = parse_qs(url.query)
                 server.requests.append({"path": url.path, "headers": dict(self.headers), "query": query})
-                if server.fail[url.path]:
-                    self._send(server.fail[url.path].pop(0), b'{"detail": "try again later"}', {"Retry-After": "0"})
+                status = server.fail[url.path].pop(0) if server.fail[url.path] else 200
+                if status != 200:
+                    self._send(status, b'{"detail": "try again later"}', {"Retry-After": "0"} if status == 429 else None)
                 elif url.path in server.files:
                     self._file(server.files[url.path], server.cut[url.path])
                 elif url.path in server.routes:
@@ -81,7 +83,7 @@ class FakeServer:
 
             def _file(self, data: bytes, cuts: list[int]) -> None:
                 start, status = 0, 200
-                rng = self.headers.get("Range")
+                rng = None if server.ignore_range else self.headers.get("Range")
                 if rng:
                     start = int(rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
@@ -109,7 +111,7 @@ class FakeServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def hits(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["path"] == path]
@@ -250,6 +252,16 @@ def test_mptrj_cut_short_download_is_resumed(server, mptrj_data, tmp_path):
     assert not (tmp_path / "MPtrj_test.json.part").exists()
 
 
+def test_download_restarts_when_the_server_ignores_range(server, mptrj_data, tmp_path):
+    config = _mptrj_config(server, mptrj_data)
+    server.ignore_range = True
+    server.cut["/ndownloader/files/41619375"] = [len(mptrj_data["raw"]) // 2]
+    path = mptrj.local_file(config, tmp_path)
+    hits = server.hits("/ndownloader/files/41619375")
+    assert len(hits) == 2 and "Range" in hits[1]["headers"]  # asked to resume, got the whole file (200)
+    assert path.read_bytes() == mptrj_data["raw"]
+
+
 def test_mptrj_bad_md5_is_refused_and_removed(server, mptrj_data, tmp_path):
     wrong = "0" * 32
     config = _mptrj_config(server, mptrj_data, md5=wrong)
@@ -388,7 +400,9 @@ def _mp_config(server: FakeServer, **extra: Any) -> dict[str, Any]:
 def test_mp_api_pages_query_and_retries_429(server, summary_docs, tmp_path, monkeypatch):
     monkeypatch.setenv("MP_API_KEY", FAKE_KEY)
     _serve_mp_api(server, summary_docs)
-    server.fail["/materials/summary/"] = [429, 429, 503]
+    server.fail["/materials/summary/"] = [429, 502, 500]  # 500: not retried by mp-api's own session
+    # ours (retried by the session), then mp-api's own heartbeat reads (no retries of their own)
+    server.fail["/heartbeat"] = [503, 200, 429]
     config = _mp_config(server)
     rows, rejected = _split(list(mp_api.read_records(config, tmp_path)))
 
@@ -415,6 +429,8 @@ def test_mp_api_pages_query_and_retries_429(server, summary_docs, tmp_path, monk
     assert set(q["_fields"][0].split(",")) >= {"material_id", "structure", "energy_above_hull", "symmetry"}
     assert all(h["headers"].get("x-api-key") == FAKE_KEY for h in hits)
 
+    statuses_left = server.fail["/heartbeat"]
+    assert statuses_left == [] and len(server.hits("/heartbeat")) >= 4  # the 429 was retried too
     described = mp_api.describe(config)
     assert described["db_version"] == "2025.09.25"
     assert described["query"]["num_sites"] == [1, 20] and described["endpoint"] == server.url + "/"
@@ -432,7 +448,7 @@ def test_mp_api_limit_and_retry_exhaustion(server, summary_docs, tmp_path, monke
         list(mp_api.read_records(_mp_config(server, retry={"max_retries": 2, "backoff": 0.0}), tmp_path))
 
 
-def test_mp_api_key_required_and_never_leaks(server, summary_docs, tmp_path, monkeypatch, caplog, capsys):
+def test_mp_api_key_required_and_never_leaks(server, summary_docs, tmp_path, monkeypatch, caplog, capfd):
     monkeypatch.delenv("MP_API_KEY", raising=False)
     with pytest.raises(mp_api.MPApiError, match="MP_API_KEY is not set"):
         next(mp_api.read_records(_mp_config(server), tmp_path))
@@ -460,7 +476,7 @@ def test_mp_api_key_required_and_never_leaks(server, summary_docs, tmp_path, mon
     write_parquet(frames_table(rows), tmp_path / "frames.parquet")
     write_parquet(quarantine_table(rejected), tmp_path / "quarantine.parquet")
     write_json(described, tmp_path / "DATA_VERSION.json")
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
 
     assert all(h["headers"].get("x-api-key") == FAKE_KEY for h in server.hits("/materials/summary/"))  # it was used
     assert rows and rejected
@@ -484,3 +500,12 @@ def test_scrub_blanks_a_key_that_an_error_carries():
     assert scrubbed.__cause__ is None and scrubbed.__context__ is None
     plain = RuntimeError("no key here")
     assert mp_api._scrub(plain, FAKE_KEY) is plain
+
+
+def test_mp_api_doc_energy_only_from_requested_uncorrected_energy(summary_docs):
+    doc = summary_docs[0]
+    assert mp_api.frame_from_doc(doc)["energy"] is None
+    row = mp_api.frame_from_doc({**doc, "uncorrected_energy_per_atom": -5.5})
+    assert row["energy"] == pytest.approx(-5.5 * doc["nsites"])
+    missing = mp_api.frame_from_doc({k: v for k, v in doc.items() if k != "material_id"}, "page 2 document 7")
+    assert isinstance(missing, Rejected) and (missing.record, missing.field) == ("page 2 document 7", "material_id")

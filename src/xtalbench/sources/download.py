@@ -18,13 +18,15 @@ from pathlib import Path
 import requests
 import urllib3
 
+from xtalbench.sources.local import SourceError
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK_BYTES = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SourceError):
     """A download that failed for good (after retries, or on a non-retryable answer)."""
 
 
@@ -97,8 +99,8 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        if md5 and md5sum(dest) == md5.lower():
-            log.info("%s: already downloaded, md5 ok", dest)
+        if md5 is None or md5sum(dest) == md5.lower():
+            log.info("%s: already downloaded%s", dest, ", md5 ok" if md5 else "")
             return dest
         log.warning("%s: exists but its md5 is not the pinned one; downloading again", dest)
         dest.unlink()

@@ -35,6 +35,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from xtalbench.schema import FrameError, Rejected, make_frame
+from xtalbench.sources.local import SourceError
 from xtalbench.sources.download import RETRY_STATUS, RetryPolicy
 from xtalbench.sources.mptrj import structure_arrays
 
@@ -51,7 +52,7 @@ CONFIG_KEYS = {"source", "query", "fields", "chunk_size", "limit", "sort", "endp
 _DB_VERSIONS: dict[str, str] = {}  # endpoint → db_version seen by the last read_records
 
 
-class MPApiError(RuntimeError):
+class MPApiError(SourceError):
     """The Materials Project API could not be queried (never contains the API key)."""
 
 

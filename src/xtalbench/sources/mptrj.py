@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from xtalbench.schema import FrameError, Rejected, atomic_number, make_frame
+from xtalbench.sources.local import SourceError
 from xtalbench.sources.download import RetryPolicy, download, md5sum, verify_md5
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ FRAME_ID = re.compile(r"^(?P<trajectory>.+-\d+)-(?P<step>\d+)$")  # mp-1005792-0
 CONFIG_KEYS = {"source", "url", "md5", "filename", "path", "max_materials", "retry", "progress"}
 
 
-class MPtrjError(RuntimeError):
+class MPtrjError(SourceError):
     """The MPtrj input cannot be read at all (names the file and the cause)."""
 
 
