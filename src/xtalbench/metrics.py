@@ -20,6 +20,7 @@ MEV = 1000.0
 FORCE_COSINE_MIN_NORM = 1e-3  # eV/Å: below this a force has no meaningful direction
 
 # Names (with units) of the per-set metrics; `STAT_COLUMNS` are the additive per-row sums.
+# `HEADLINE` maps each headline MAE to (Σ|err| column, count column, scale to its unit).
 ERROR_METRICS = (
     "energy_mae_meV_per_atom",
     "energy_rmse_meV_per_atom",
@@ -27,6 +28,8 @@ ERROR_METRICS = (
     "force_rmse_meV_per_A",
     "force_cosine",
     "stress_mae_GPa",
+    "e_form_mae_meV_per_atom",
+    "e_form_rmse_meV_per_atom",
 )
 STAT_COLUMNS = (
     "energy_abs",  # |ΔE|/N, eV/atom (one per frame)
@@ -39,7 +42,25 @@ STAT_COLUMNS = (
     "force_cos_count",
     "stress_abs",  # Σ|Δσ_k| over Voigt components, GPa
     "stress_count",
+    "e_form_abs",  # |ΔE_form|, eV/atom (one per frame)
+    "e_form_sq",
+    "e_form_count",
 )
+
+
+HEADLINE = {
+    "energy_mae_meV_per_atom": ("energy_abs", "energy_count", MEV),
+    "force_mae_meV_per_A": ("force_abs", "force_count", MEV),
+    "stress_mae_GPa": ("stress_abs", "stress_count", 1.0),
+    "e_form_mae_meV_per_atom": ("e_form_abs", "e_form_count", MEV),
+}
+# The labels each metric needs (for "null + note" when a dataset lacks them).
+METRIC_LABELS = {
+    "energy": ("energy_mae_meV_per_atom", "energy_rmse_meV_per_atom"),
+    "forces": ("force_mae_meV_per_A", "force_rmse_meV_per_A", "force_cosine"),
+    "stress": ("stress_mae_GPa",),
+    "formation_energy_per_atom": ("e_form_mae_meV_per_atom", "e_form_rmse_meV_per_atom"),
+}
 
 
 def mae(pred: Sequence[float] | np.ndarray, true: Sequence[float] | np.ndarray) -> float:
@@ -89,6 +110,8 @@ def row_stats(
     forces_true: Sequence[float] | None,
     stress_pred: Sequence[float] | None,
     stress_true: Sequence[float] | None,
+    e_form_pred: float | None = None,
+    e_form_true: float | None = None,
     record: str = "?",
     min_norm: float = FORCE_COSINE_MIN_NORM,
 ) -> dict[str, float]:
@@ -97,9 +120,12 @@ def row_stats(
     Shape mismatches raise ValueError naming the record and the field.
     """
     out = dict.fromkeys(STAT_COLUMNS, 0.0)
-    if energy_pred is not None and energy_true is not None and np.isfinite(energy_pred) and np.isfinite(energy_true):
+    if _finite(energy_pred) and _finite(energy_true):
         err = (float(energy_pred) - float(energy_true)) / nsites
         out.update(energy_abs=abs(err), energy_sq=err * err, energy_count=1.0)
+    if _finite(e_form_pred) and _finite(e_form_true):
+        err = float(e_form_pred) - float(e_form_true)
+        out.update(e_form_abs=abs(err), e_form_sq=err * err, e_form_count=1.0)
     if forces_pred is not None and forces_true is not None:
         fp = np.asarray(forces_pred, dtype=np.float64)
         ft = np.asarray(forces_true, dtype=np.float64)
@@ -123,6 +149,10 @@ def row_stats(
     return out
 
 
+def _finite(value: float | None) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
 def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den > 0 else None
 
@@ -134,6 +164,8 @@ def aggregate(stats: Mapping[str, np.ndarray]) -> dict[str, float | None]:
     energy_mse = _ratio(s["energy_sq"], s["energy_count"])
     force_mae = _ratio(s["force_abs"], s["force_count"])
     force_mse = _ratio(s["force_sq"], s["force_count"])
+    e_form_mae = _ratio(s["e_form_abs"], s["e_form_count"])
+    e_form_mse = _ratio(s["e_form_sq"], s["e_form_count"])
     return {
         "energy_mae_meV_per_atom": None if energy_mae is None else MEV * energy_mae,
         "energy_rmse_meV_per_atom": None if energy_mse is None else MEV * float(np.sqrt(energy_mse)),
@@ -141,6 +173,8 @@ def aggregate(stats: Mapping[str, np.ndarray]) -> dict[str, float | None]:
         "force_rmse_meV_per_A": None if force_mse is None else MEV * float(np.sqrt(force_mse)),
         "force_cosine": _ratio(s["force_cos"], s["force_cos_count"]),
         "stress_mae_GPa": _ratio(s["stress_abs"], s["stress_count"]),
+        "e_form_mae_meV_per_atom": None if e_form_mae is None else MEV * e_form_mae,
+        "e_form_rmse_meV_per_atom": None if e_form_mse is None else MEV * float(np.sqrt(e_form_mse)),
     }
 
 
