@@ -1,0 +1,1 @@
+"""Descriptors: composition vectors (`composition`), XRD patterns (`xrd`), averaged SOAP (`soap`)."""

@@ -1,0 +1,49 @@
+"""`xtalbench dedup <dataset> [--sweep]`: MD-HIT-style near-duplicate removal (params `dedup`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import time
+
+HELP = "MD-HIT-style near-duplicate removal"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset name in params.yaml `datasets`")
+    parser.add_argument("--sweep", action="store_true", help="also write plots/<dataset>/dedup_sweep.csv|json (kept vs threshold)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from xtalbench.dedup import dataset_config, run_dedup, sweep
+    from xtalbench.project import Paths, dataset_params, load_params, read_table, write_json, write_parquet
+
+    params = load_params(args.params)
+    dataset_params(params, args.dataset)
+    cfg = dataset_config(params.get("dedup") or {}, args.dataset)
+    paths = Paths(args.dataset)
+    table = read_table(paths.frames)
+    progress = not args.no_progress
+    start = time.perf_counter()
+    cache: dict | None = {} if args.sweep else None  # descriptors computed once for both
+    kept, clusters, metrics = run_dedup(table, cfg, progress=progress, cache=cache)
+    write_parquet(kept, paths.dedup)
+    write_parquet(clusters, paths.dedup_clusters)
+    write_json(metrics, paths.metrics("dedup"))
+    print(
+        f"dedup {args.dataset}: read {metrics['read']['frames']} frames / {metrics['read']['materials']} materials, "
+        f"kept {metrics['kept']['frames']} / {metrics['kept']['materials']} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+    if args.sweep:
+        rows = sweep(table, cfg, cfg.get("sweep") or {}, progress=progress, cache=cache)
+        paths.plots_dir.mkdir(parents=True, exist_ok=True)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["level", "metric", "threshold", "kept", "read"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        (paths.plots_dir / "dedup_sweep.csv").write_text(buffer.getvalue())
+        write_json(rows, paths.plots_dir / "dedup_sweep.json")
+    return 0
