@@ -9,6 +9,7 @@ with average E0s. Rows without the needed label are skipped and counted, never s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -178,9 +179,19 @@ def _last_eval(work_dir: Path) -> dict[str, float]:
 
 
 def train_fold(
-    data: FoldData, out_model: str | Path, energy_kind: str, hyper: Mapping[str, Any] | None = None, device: str = "cpu", seed: int = 0, log_file: str | Path | None = None
+    data: FoldData,
+    out_model: str | Path,
+    energy_kind: str,
+    hyper: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    log_file: str | Path | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Train one MACE on a fold; writes `out_model` (+ log) and returns the training record."""
+    """Train one MACE on a fold; writes `out_model` (+ log) and returns the training record.
+
+    `threads` caps torch/OpenMP threads of the training process (1 is faster on a busy machine).
+    """
     if len(data.train) < 2:
         raise TrainError(f"{out_model}: only {len(data.train)} labelled training frames; need at least 2")
     out_model = Path(out_model)
@@ -192,7 +203,10 @@ def train_fold(
         train_file = write_extxyz(data.train, work / "train.extxyz")
         valid_file = write_extxyz(data.valid, work / "valid.extxyz") if len(data.valid) >= 1 else None
         cmd = mace_command("model", train_file, valid_file, work, energy_kind, elements, hyper or {}, device, seed)
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+        env = dict(os.environ)
+        if threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env)
         log = proc.stdout + proc.stderr
         for path in sorted(work.glob("logs/*.log")):
             log += path.read_text()

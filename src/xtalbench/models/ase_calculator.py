@@ -36,6 +36,9 @@ class AsePredictor:
             None if elements is None else frozenset(atomic_number(e, name) for e in elements)
         )
 
+    def default_batch_size(self) -> int:
+        return 1  # one structure at a time
+
     def predict(self, frames: Sequence[Mapping[str, Any]] | pa.Table, batch_size: int | None = None) -> dict[str, Any]:
         from ase.calculators.calculator import PropertyNotImplementedError
         from tqdm import tqdm

@@ -108,9 +108,12 @@ class MacePredictor:
                 f"cannot load MACE foundation model {spec.name!r} ({spec.family} {name!r}): "
                 f"{type(cause).__name__}: {cause}. mace-torch downloads it from {urls[name]} into {get_cache_dir()}; "
                 f"on a machine without internet, copy that file there, or set `checkpoint:` in {spec.source or 'its YAML'} "
-                f"to a local copy of the .model file (and use kind: mace-file)."
+                f"to a local copy of the .model file."
             ) from error
         return cls(module, device=device, dtype=dtype, name=spec.name, **options)
+
+    def default_batch_size(self) -> int:
+        return DEFAULT_BATCH_SIZE
 
     def predict(self, frames: Sequence[Mapping[str, Any]] | pa.Table, batch_size: int | None = None) -> dict[str, Any]:
         from mace.tools import torch_geometric, torch_tools
@@ -118,7 +121,7 @@ class MacePredictor:
 
         rows = as_rows(frames)
         check_elements(rows, self.supported_numbers, self.name)
-        batch_size = int(batch_size or DEFAULT_BATCH_SIZE)
+        batch_size = int(batch_size or self.default_batch_size())
         energies, stresses, forces = [], [], []
         with torch_tools.default_dtype(self.dtype):
             loader = torch_geometric.dataloader.DataLoader(

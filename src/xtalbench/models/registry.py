@@ -207,7 +207,7 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype: str = "float64", che
     if spec.kind in ("mace-file", "mace-trained", "mace-foundation"):
         from xtalbench.models import mace
 
-        if spec.kind == "mace-foundation" and checkpoint is None:
+        if spec.kind == "mace-foundation" and checkpoint is None and spec.checkpoint is None:
             return mace.MacePredictor.from_foundation(spec, device=device, dtype=dtype, **options)
         path = Path(checkpoint or spec.checkpoint)  # type: ignore[arg-type]
         return mace.MacePredictor.from_file(path, device=device, dtype=dtype, name=spec.name, **options)
@@ -218,5 +218,5 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype: str = "float64", che
     if spec.kind == "ase":
         from xtalbench.models.ase_calculator import AsePredictor
 
-        return AsePredictor(spec.calculator, spec.calculator_kwargs, elements=spec.elements, name=spec.name)  # type: ignore[arg-type]
+        return AsePredictor(spec.calculator, spec.calculator_kwargs, elements=spec.elements, name=spec.name, **options)  # type: ignore[arg-type]
     raise ModelSpecError(spec.source, "kind", f"{spec.kind!r} cannot be loaded")
