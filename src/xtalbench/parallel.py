@@ -24,6 +24,7 @@ be deterministic.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 import uuid
@@ -165,8 +166,22 @@ def _conform(table: pa.Table, schema: pa.Schema, index: int, start: int) -> pa.T
 
 
 def _run_chunk(fn: ChunkFn, table: pa.Table) -> pa.Table:
-    """Executed on a worker: strip schema metadata so results do not depend on the reader."""
+    """Apply fn; strip schema metadata so results do not depend on the reader."""
     return fn(table).replace_schema_metadata(None)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_fn(payload: bytes) -> ChunkFn:
+    import cloudpickle
+
+    return cloudpickle.loads(payload)
+
+
+def _run_pickled_chunk(payload: bytes, table: pa.Table) -> pa.Table:
+    """Executed on a Dask worker. `fn` travels cloudpickled (once per worker, then cached), so
+    modules registered with `cloudpickle.register_pickle_by_value` (notebooks, test files)
+    work too: distributed itself would try plain pickle, i.e. import by name, first."""
+    return _run_chunk(_load_fn(payload), table)
 
 
 @contextlib.contextmanager
@@ -182,7 +197,7 @@ def dask_client(scheduler_address: str | None = None, n_workers: int = 2, **clus
         finally:
             client.close()
         return
-    options = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    options = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
     options.update(cluster_kwargs)
     with LocalCluster(**options) as cluster, Client(cluster) as client:
         yield client
@@ -276,7 +291,10 @@ def _map_dask_owned(fn, chunks, scheduler_address, n_workers, window):
 
 def _map_dask(client: Any, fn: ChunkFn, chunks: Iterator[pa.Table], window: int) -> Iterator[tuple[int, int, int, pa.Table]]:
     """Submit with a sliding window, gather strictly in input order."""
+    import cloudpickle
+
     run = uuid.uuid4().hex[:12]
+    payload = client.scatter(cloudpickle.dumps(fn), broadcast=True, hash=False)
     in_flight: deque[tuple[int, int, int, Any]] = deque()
     start = 0
     counter = itertools.count()
@@ -290,7 +308,7 @@ def _map_dask(client: Any, fn: ChunkFn, chunks: Iterator[pa.Table], window: int)
                     exhausted = True
                     break
                 index = next(counter)
-                future = client.submit(_run_chunk, fn, chunk, key=f"xtalbench-chunk-{run}-{index}", pure=False)
+                future = client.submit(_run_pickled_chunk, payload, chunk, key=f"xtalbench-chunk-{run}-{index}", pure=False)
                 in_flight.append((index, start, chunk.num_rows, future))
                 start += chunk.num_rows
             if not in_flight:
@@ -305,3 +323,4 @@ def _map_dask(client: Any, fn: ChunkFn, chunks: Iterator[pa.Table], window: int)
     finally:
         for *_, future in in_flight:
             future.cancel()
+        payload.release()

@@ -1,0 +1,413 @@
+"""Scale benchmark: time and peak memory of each stage on a generated MPtrj-shaped frames table.
+
+    .venv/bin/python benchmarks/bench_scale.py --rows 1000000          # the issue's target size
+    .venv/bin/python benchmarks/bench_scale.py --rows 100000 --write   # quick; records throughputs
+
+Generates `--rows` frames in the MPtrj shape (FRAMES_SCHEMA; 1-40 atoms, ~11 frames per material,
+forces, stress, magmoms; values derived from `--seed`), written row group by row group, never
+all in memory. Then runs each stage that exists in its own subprocess and reports wall time,
+rows/s and peak RSS (the child's own `ru_maxrss`, plus any children it waited for):
+
+- generate   writing the table itself (bounded: one row group at a time)
+- fetch      the real fetch stage (`mptrj` source: ijson stream-parse + validation + Parquet sink)
+             over an MPtrj-shaped JSON of the first `--fetch-rows` frames
+- dedup      the real `dedup.run_dedup` (composition + XRD structure levels) on `--dedup-rows`
+- featurize  the real `featurize.featurize_file` (SOAP mu1nu1 + composition) on `--featurize-rows`,
+             streamed through `parallel.map_row_groups`
+- evaluate   ASE EMT energies/forces/stress per frame (a cheap stand-in for an MLIP) streamed
+             through `parallel.map_row_groups` over `--evaluate-rows`
+- baseline   a child that only imports the stack: the memory floor every stage pays
+
+The table shows each stage's peak RSS, the same minus the baseline, and the ratio of the peak to
+the size of the table it read held in memory (Arrow, uncompressed): well below 1 means the stage
+streamed. `--write` stores rates and peaks in benchmarks/throughputs.json (`xtalbench plan` reads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+THROUGHPUTS = ROOT / "benchmarks" / "throughputs.json"
+# Elements the EMT stand-in model knows, and a broader pool for the rest (MPtrj has 89).
+EMT_ELEMENTS = [1, 6, 7, 8, 13, 28, 29, 46, 47, 78, 79]
+POOL = [3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+        37, 38, 39, 40, 41, 42, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 55, 56, 57, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83]
+
+
+# --- the synthetic MPtrj-shaped table ------------------------------------------------------------
+
+
+def _formula(numbers: np.ndarray) -> tuple[str, list[str]]:
+    from math import gcd
+
+    from ase.data import chemical_symbols
+
+    zs, counts = np.unique(numbers, return_counts=True)
+    g = 0
+    for c in counts:
+        g = gcd(g, int(c))
+    symbols = [chemical_symbols[z] for z in zs]
+    return "".join(f"{s}{'' if c // g == 1 else c // g}" for s, c in sorted(zip(symbols, counts))), sorted(symbols)
+
+
+def synthetic_chunk(start: int, n_rows: int, seed: int, emt_only: bool = False) -> pa.Table:
+    """Frames `start .. start+n_rows` of the synthetic set: deterministic in (seed, start)."""
+    from xtalbench.schema import FRAMES_SCHEMA
+
+    rng = np.random.default_rng([seed, start])
+    pool = np.array(EMT_ELEMENTS if emt_only else POOL)
+    cols: dict[str, list] = {name: [] for name in FRAMES_SCHEMA.names}
+    flat = {"lattice": [], "numbers": [], "positions": [], "forces": [], "magmoms": []}
+    offsets = {"lattice": [0], "numbers": [0], "positions": [0], "forces": [0], "magmoms": [0]}
+    produced, material = 0, start
+    while produced < n_rows:
+        nsites = int(rng.integers(1, 41))
+        n_species = int(rng.integers(1, min(4, nsites) + 1))
+        species = rng.choice(pool, size=n_species, replace=False)
+        numbers = np.sort(rng.choice(species, size=nsites)).astype(np.int32)
+        numbers[:n_species] = np.sort(species)  # every chosen species present
+        formula, elements = _formula(numbers)
+        a = (nsites * rng.uniform(12.0, 22.0)) ** (1 / 3)
+        cell = np.diag([a, a, a]) + rng.normal(0, 0.05 * a, (3, 3))
+        frac = (np.arange(nsites)[:, None] * np.array([0.618034, 0.414214, 0.732051]) + rng.uniform(0, 0.02, (nsites, 3))) % 1.0
+        n_frames = min(int(rng.integers(1, 22)), n_rows - produced)  # ~11 frames per material, as in MPtrj
+        mid = f"mp-{material}"
+        for k in range(n_frames):
+            pos = (frac + rng.normal(0, 0.003, frac.shape)) @ cell
+            cols["frame_id"].append(f"{mid}-0-{k}")
+            cols["material_id"].append(mid)
+            cols["formula"].append(formula)
+            cols["elements"].append(elements)
+            cols["nsites"].append(nsites)
+            cols["energy"].append(float(-4.0 * nsites + rng.normal(0, 0.1) - 0.01 * (n_frames - k)))
+            cols["stress"].append(rng.normal(0, 0.01, 6).tolist())
+            cols["trajectory_id"].append(f"{mid}-0")
+            cols["frame_index"].append(k)
+            cols["structure_hash"].append(rng.bytes(16).hex())
+            for key, values in (("lattice", cell.ravel()), ("numbers", numbers), ("positions", pos.ravel()),
+                                ("forces", rng.normal(0, 0.3, 3 * nsites)), ("magmoms", rng.normal(0, 0.5, nsites))):
+                flat[key].append(values)
+                offsets[key].append(offsets[key][-1] + len(values))
+        produced += n_frames
+        material += 1
+    n = produced
+    arrays = {}
+    for key in flat:
+        values = np.concatenate(flat[key])
+        value_type = pa.int32() if key == "numbers" else pa.float64()
+        arrays[key] = pa.ListArray.from_arrays(pa.array(offsets[key], pa.int32()), pa.array(values, value_type))
+    arrays.update(
+        {
+            "frame_id": pa.array(cols["frame_id"]),
+            "material_id": pa.array(cols["material_id"]),
+            "source": pa.array(["mptrj"] * n),
+            "formula": pa.array(cols["formula"]),
+            "elements": pa.array(cols["elements"], pa.list_(pa.string())),
+            "nsites": pa.array(cols["nsites"], pa.int32()),
+            "pbc": pa.array([[True, True, True]] * n, pa.list_(pa.bool_())),
+            "energy": pa.array(cols["energy"]),
+            "stress": pa.array(cols["stress"], pa.list_(pa.float64())),
+            "formation_energy_per_atom": pa.nulls(n, pa.float64()),
+            "e_above_hull": pa.nulls(n, pa.float64()),
+            "band_gap": pa.array(rng.uniform(0, 3, n)),
+            "spacegroup": pa.nulls(n, pa.int32()),
+            "trajectory_id": pa.array(cols["trajectory_id"]),
+            "frame_index": pa.array(cols["frame_index"], pa.int32()),
+            "structure_hash": pa.array(cols["structure_hash"]),
+            "meta": pa.nulls(n, pa.string()),
+        }
+    )
+    return pa.table([arrays[name] for name in FRAMES_SCHEMA.names], schema=FRAMES_SCHEMA)
+
+
+def generate(path: Path, rows: int, seed: int, row_group: int = 10_000, emt_only: bool = False, progress: bool = True) -> int:
+    """Write `rows` synthetic frames to `path`, one row group at a time."""
+    from tqdm.auto import tqdm
+
+    from xtalbench.parallel import RowGroupWriter
+    from xtalbench.schema import FRAMES_SCHEMA
+
+    with RowGroupWriter(path, FRAMES_SCHEMA, row_group) as writer, tqdm(total=rows, unit="frames", desc="generate", disable=not progress) as bar:
+        for start in range(0, rows, row_group):
+            chunk = synthetic_chunk(start, min(row_group, rows - start), seed, emt_only)
+            writer.write(chunk)
+            bar.update(chunk.num_rows)
+    return rows
+
+
+def head(source: Path, target: Path, rows: int) -> Path:
+    """The first `rows` frames of `source`, streamed."""
+    from xtalbench.parallel import RowGroupWriter, iter_chunks
+
+    done = 0
+    schema = pq.ParquetFile(source).schema_arrow
+    with RowGroupWriter(target, schema) as writer:
+        for chunk in iter_chunks(source, 10_000):
+            take = min(chunk.num_rows, rows - done)
+            writer.write(chunk.slice(0, take))
+            done += take
+            if done >= rows:
+                break
+    return target
+
+
+def write_mptrj_json(source: Path, target: Path, rows: int) -> Path:
+    """An MPtrj-format JSON ({mp-id: {frame-id: {structure, energies, force, stress (kBar), ...}}})
+    of the first `rows` frames, written material by material."""
+    from xtalbench.parallel import iter_chunks
+
+    done, current, first_material = 0, None, True
+    with open(target, "w") as out:
+        out.write("{")
+        for chunk in iter_chunks(source, 5_000):
+            for row in chunk.to_pylist():
+                if done >= rows:
+                    break
+                if row["material_id"] != current:
+                    out.write("" if current is None else "},")
+                    out.write(json.dumps(row["material_id"]) + ": {")
+                    current, first_material = row["material_id"], True
+                n = row["nsites"]
+                lattice = np.asarray(row["lattice"]).reshape(3, 3)
+                inv = np.linalg.inv(lattice)
+                from ase.data import chemical_symbols
+
+                sites = [{"species": [{"element": chemical_symbols[z], "occu": 1}], "abc": (np.asarray(p) @ inv).tolist(), "xyz": list(p), "label": chemical_symbols[z], "properties": {}}
+                         for z, p in zip(row["numbers"], np.asarray(row["positions"]).reshape(n, 3).tolist())]
+                s = row["stress"]
+                stress_kbar = (-10.0 / 0.006241509) * np.array([[s[0], s[5], s[4]], [s[5], s[1], s[3]], [s[4], s[3], s[2]]])
+                record = {
+                    "structure": {"@module": "pymatgen.core.structure", "@class": "Structure", "charge": 0,
+                                  "lattice": {"matrix": lattice.tolist(), "pbc": [True, True, True]}, "properties": {}, "sites": sites},
+                    "uncorrected_total_energy": row["energy"], "corrected_total_energy": row["energy"],
+                    "energy_per_atom": row["energy"] / n, "ef_per_atom": None, "e_per_atom_relaxed": None, "ef_per_atom_relaxed": None,
+                    "force": np.asarray(row["forces"]).reshape(n, 3).tolist(), "stress": stress_kbar.tolist(),
+                    "magmom": row["magmoms"], "bandgap": row["band_gap"], "mp_id": row["material_id"],
+                }
+                out.write(("" if first_material else ",") + json.dumps(row["frame_id"]) + ": " + json.dumps(record))
+                first_material = False
+                done += 1
+            if done >= rows:
+                break
+        out.write("}}" if current is not None else "}")
+    return target
+
+
+# --- stages, each run in a child process ---------------------------------------------------------
+
+
+def _emt_chunk(table: pa.Table) -> pa.Table:
+    """Stand-in model: EMT energy, forces, stress per frame (the evaluate stage's per-chunk work)."""
+    from ase.calculators.emt import EMT
+
+    from xtalbench.schema import to_atoms
+
+    out = {"frame_id": [], "energy": [], "forces": [], "stress": []}
+    calc = EMT()
+    for row in table.to_pylist():
+        atoms = to_atoms(row, with_labels=False)
+        atoms.calc = calc
+        out["frame_id"].append(row["frame_id"])
+        out["energy"].append(float(atoms.get_potential_energy()))
+        out["forces"].append(atoms.get_forces().ravel().tolist())
+        out["stress"].append(atoms.get_stress().tolist())
+    return pa.table(out, schema=EMT_SCHEMA)
+
+
+EMT_SCHEMA = pa.schema([pa.field("frame_id", pa.string()), pa.field("energy", pa.float64()),
+                        pa.field("forces", pa.list_(pa.float64())), pa.field("stress", pa.list_(pa.float64()))])
+
+
+def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
+    """Run one stage in this process; returns what it processed."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if stage == "baseline":
+        import xtalbench.dedup  # noqa: F401
+        import xtalbench.featurize  # noqa: F401
+        import xtalbench.parallel  # noqa: F401
+
+        return {"rows": 0}
+    if stage == "generate":
+        return {"rows": pq.ParquetFile(input_path).metadata.num_rows}  # generated by the parent's child call below
+    if stage == "fetch":
+        from xtalbench.fetch import fetch
+        from xtalbench.project import Paths
+
+        config = {"source": "mptrj", "path": str(input_path), "progress": False}
+        summary = fetch("bench", config, Paths("bench", root=workdir))
+        return {"rows": int(summary["read"]), "kept": int(summary["kept"])}
+    table_rows = pq.ParquetFile(input_path).metadata.num_rows
+    if stage == "dedup":
+        from xtalbench.dedup import dataset_config, run_dedup
+
+        table = pq.read_table(input_path)
+        kept, _, metrics = run_dedup(table, dataset_config(params["dedup"], "bench"))
+        return {"rows": table_rows, "kept": kept.num_rows}
+    if stage == "featurize":
+        from xtalbench.featurize import featurize_file
+
+        summary = featurize_file(input_path, workdir / "features.parquet", params["featurize"], quarantine=workdir / "fq.parquet",
+                                 compute={"executor": "local"}, progress=False)
+        return {"rows": int(summary["rows_read"])}
+    if stage == "evaluate":
+        from xtalbench.parallel import map_row_groups
+
+        result = map_row_groups(input_path, _emt_chunk, workdir / "emt.parquet", EMT_SCHEMA, chunk_rows=2000, progress=False,
+                                columns=["frame_id", "numbers", "positions", "lattice", "pbc"])
+        return {"rows": result.rows_in}
+    raise SystemExit(f"unknown stage {stage!r}")
+
+
+def _child(stage: str, input_path: str, workdir: str) -> None:
+    started = time.perf_counter()
+    result = run_stage(stage, Path(input_path), Path(workdir))
+    result["seconds"] = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result["peak_mb"] = max(own, children) / 1024  # Linux: ru_maxrss in KiB
+    print("BENCH " + json.dumps(result), flush=True)
+
+
+def measure(stage: str, input_path: Path, workdir: Path, extra: list[str] | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--child", stage, str(input_path), str(workdir), *(extra or [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"stage {stage} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][6:])
+
+
+def _generate_child(path: str, rows: str, seed: str, emt_only: str) -> None:
+    started = time.perf_counter()
+    generate(Path(path), int(rows), int(seed), emt_only=emt_only == "1", progress=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("BENCH " + json.dumps({"rows": int(rows), "seconds": time.perf_counter() - started, "peak_mb": peak}), flush=True)
+
+
+def measure_generate(path: Path, rows: int, seed: int, emt_only: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--generate-child", str(path), str(rows), str(seed), "1" if emt_only else "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"generate failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][6:])
+
+
+def arrow_mb(path: Path) -> float:
+    """Uncompressed size of a Parquet file's data: what reading it whole would roughly hold."""
+    meta = pq.ParquetFile(path).metadata
+    total = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        _child(*argv[1:4])
+        return 0
+    if argv and argv[0] == "--generate-child":
+        _generate_child(*argv[1:5])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="frames in the generated table (default 1,000,000)")
+    parser.add_argument("--fetch-rows", type=int, default=20_000, help="frames in the MPtrj JSON the fetch stage parses")
+    parser.add_argument("--dedup-rows", type=int, default=20_000)
+    parser.add_argument("--featurize-rows", type=int, default=3_000)
+    parser.add_argument("--evaluate-rows", type=int, default=20_000)
+    parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,evaluate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="keep files here (default: a temporary directory)")
+    parser.add_argument("--write", action="store_true", help=f"record the measured rates in {THROUGHPUTS.relative_to(ROOT)}")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="xtalbench-bench-") as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        frames = work / "frames.parquet"
+        results: dict[str, dict] = {}
+        print(f"generating {args.rows:,} MPtrj-shaped frames in {work} ...", flush=True)
+        results["generate"] = measure_generate(frames, args.rows, args.seed)
+        results["generate"]["input_mb"] = 0.0
+        for stage in stages:
+            if stage == "generate":
+                continue
+            if stage == "baseline":
+                results[stage] = measure(stage, frames, work)
+                results[stage]["input_mb"] = 0.0
+                continue
+            if stage == "fetch":
+                n = min(args.fetch_rows, args.rows)
+                source = write_mptrj_json(frames, work / "mptrj.json", n)
+                input_mb = source.stat().st_size / 2**20
+            elif stage == "evaluate":
+                n = min(args.evaluate_rows, args.rows)
+                source = work / "emt_frames.parquet"
+                generate(source, n, args.seed, emt_only=True, progress=False)  # EMT knows 11 elements only
+                input_mb = arrow_mb(source)
+            else:
+                n = min(getattr(args, f"{stage}_rows", args.rows), args.rows)
+                source = frames if n >= args.rows else head(frames, work / f"{stage}_input.parquet", n)
+                input_mb = arrow_mb(source)
+            print(f"{stage}: {n:,} frames ...", flush=True)
+            results[stage] = measure(stage, source, work)
+            results[stage]["input_mb"] = input_mb
+        results["generate"]["input_mb"] = arrow_mb(frames)
+        baseline = results.get("baseline", {}).get("peak_mb", 0.0)
+        print()
+        print(f"{'stage':<10}{'frames':>10}{'time s':>9}{'frames/s':>10}{'peak RSS MB':>13}{'- baseline':>12}{'input MB':>10}{'peak/input':>11}")
+        for stage, r in results.items():
+            rate = r["rows"] / r["seconds"] if r["rows"] and r["seconds"] else float("nan")
+            ratio = r["peak_mb"] / r["input_mb"] if r.get("input_mb") else float("nan")
+            print(f"{stage:<10}{r['rows']:>10,}{r['seconds']:>9.1f}{rate:>10.1f}{r['peak_mb']:>13.0f}{r['peak_mb'] - baseline:>12.0f}{r.get('input_mb', 0):>10.0f}{ratio:>11.2f}")
+        over = [s for s, r in results.items() if r["peak_mb"] > 4096]
+        print(f"\nall stages under 4 GB peak: {not over}" + (f" (over: {over})" if over else ""))
+        if args.write:
+            record(results, args)
+    return 0
+
+
+def record(results: dict[str, dict], args: argparse.Namespace) -> None:
+    """Store measured rates/peaks in throughputs.json under `stages.<stage>.measured`-style keys."""
+    data = json.loads(THROUGHPUTS.read_text()) if THROUGHPUTS.exists() else {"stages": {}}
+    command = "benchmarks/bench_scale.py " + " ".join(a for a in sys.argv[1:] if a != "--write")
+    data["command"] = command
+    stamp = time.strftime("%Y-%m-%d")
+    mapping = {"fetch": "fetch", "dedup": "dedup", "featurize": "featurize", "generate": "generate"}
+    for stage, key in mapping.items():
+        r = results.get(stage)
+        if not r or not r["rows"]:
+            continue
+        entry = data["stages"].setdefault(key, {})
+        entry["rate_per_s"] = round(r["rows"] / r["seconds"], 1)
+        entry["peak_mb"] = round(r["peak_mb"])
+        entry["source"] = f"measured here {stamp}, bench_scale.py ({r['rows']:,} frames)"
+    r = results.get("evaluate")
+    if r and r["rows"]:
+        models = data["stages"].setdefault("evaluate", {}).setdefault("models", {})
+        models["emt"] = {"rate_per_s": round(r["rows"] / r["seconds"], 1), "peak_mb": round(r["peak_mb"]),
+                         "source": f"measured {stamp}: {command} ({r['rows']:,} frames, EMT via map_row_groups)"}
+    if "baseline" in results:
+        data.setdefault("machine", {})["baseline_rss_mb"] = round(results["baseline"]["peak_mb"])
+    THROUGHPUTS.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {THROUGHPUTS}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
