@@ -38,7 +38,13 @@ def small_params(params: dict, shared: Path) -> dict:
     return params
 
 
-SMALL_OVERRIDES: dict[str, object] = {}
+SMALL_OVERRIDES: dict[str, object] = {
+    "train.max_train_frames": 60,
+    "train.max_val_frames": 20,
+    "train.hyper.max_num_epochs": 2,
+    "split.loco.k": 3,
+    "evaluate.n_bootstrap": 50,
+}
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> str:
@@ -53,7 +59,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     repo.mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("src", "models"):
+    for folder in ("src", "models", "pipelines"):  # pipelines/: the root repro must not reach into them
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "trained"))
     params = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()), SHARED)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -64,6 +70,14 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     run([str(BIN / "dvc"), "config", "core.site_cache_dir", str(repo.parent / "site-cache")], repo, env)
     run([str(BIN / "dvc"), "repro"], repo, env)
     return repo, env
+
+
+def test_report_stage_depends_on_every_root_dataset():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    deps = set(stages["report"]["deps"])
+    for name in yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"]:
+        assert {f"metrics/{name}", f"splits/{name}", f"datasets/{name}/DATA_VERSION.json"} <= deps
+    assert not deps & {"metrics", "datasets", "splits"}  # whole folders hold other pipelines' outputs
 
 
 def test_every_stage_writes_its_outputs_and_counts_add_up(repo):

@@ -19,28 +19,13 @@ from typing import Any
 import numpy as np
 
 from xtalbench.schema import FrameError, Rejected, from_structure, make_frame
+from xtalbench.sources.units import stress_to_ase
 
 SUFFIX_FORMATS = {".extxyz": "extxyz", ".xyz": "extxyz", ".cif": "cif", ".json": "json", ".parquet": "parquet"}
 
 
 class SourceError(RuntimeError):
     """An input that cannot be read at all: names the file and the cause."""
-
-
-def stress_to_ase(values: Any, unit: str) -> np.ndarray:
-    """Stress in `unit` (3x3 or 6 Voigt) → 6 Voigt components in eV/Å³, ASE sign (positive = tensile)."""
-    from ase.stress import full_3x3_to_voigt_6_stress
-    from ase.units import GPa
-
-    array = np.asarray(values, dtype=np.float64)
-    voigt = full_3x3_to_voigt_6_stress(array.reshape(3, 3)) if array.size == 9 else array.reshape(6)
-    if unit in ("eV/A3", "eV/Å3", "ev/a3"):
-        return voigt
-    if unit == "GPa":
-        return voigt * GPa
-    if unit == "kbar_vasp":  # VASP prints kBar with positive = compressive
-        return -0.1 * GPa * voigt
-    raise ValueError(f"unknown stress_unit {unit!r}: use eV/A3, GPa or kbar_vasp")
 
 
 def file_format(path: Path, declared: str = "auto") -> str:
@@ -113,7 +98,7 @@ def _extxyz_frame(atoms, index: int, path: Path, config: dict, stress_unit: str,
         forces = _label(atoms, config.get("forces_key"), "forces")
         stress = _label(atoms, config.get("stress_key"), "stress")
         if stress is not None:
-            stress = stress_to_ase(stress, stress_unit)
+            stress = stress_to_ase(stress, stress_unit, frame_id)
         return make_frame(
             frame_id=frame_id,
             material_id=material_id,

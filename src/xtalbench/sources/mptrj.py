@@ -29,11 +29,11 @@ import numpy as np
 from xtalbench.schema import FrameError, Rejected, atomic_number, make_frame
 from xtalbench.sources.local import SourceError
 from xtalbench.sources.download import RetryPolicy, download, md5sum, verify_md5
+from xtalbench.sources.units import stress_to_ase
 
 log = logging.getLogger(__name__)
 
 SOURCE = "mptrj"
-KBAR_TO_EV_PER_A3 = None  # set lazily from ase.units (0.1 GPa in eV/Å³)
 FRAME_ID = re.compile(r"^(?P<trajectory>.+-\d+)-(?P<step>\d+)$")  # mp-1005792-0-2 → (mp-1005792-0, 2)
 CONFIG_KEYS = {"source", "url", "md5", "filename", "path", "max_materials", "retry", "progress"}
 
@@ -134,7 +134,7 @@ def frame_from_record(material_id: str, frame_id: str, record: Any) -> dict:
         pbc=pbc,
         energy=record.get("uncorrected_total_energy"),
         forces=record.get("force"),
-        stress=vasp_kbar_to_ase_voigt(record.get("stress"), frame_id),
+        stress=None if record.get("stress") is None else stress_to_ase(record["stress"], "kbar_vasp", frame_id),
         magmoms=record.get("magmom"),
         formation_energy_per_atom=record.get("ef_per_atom"),
         band_gap=record.get("bandgap"),
@@ -142,26 +142,6 @@ def frame_from_record(material_id: str, frame_id: str, record: Any) -> dict:
         frame_index=int(match["step"]) if match else None,
         meta={k: v for k, v in meta.items() if v is not None},
     )
-
-
-def vasp_kbar_to_ase_voigt(stress: Any, record: str = "?") -> list[float] | None:
-    """3x3 VASP stress in kBar (+ = compressive) → 6 Voigt (xx yy zz yz xz xy) eV/Å³, ASE sign."""
-    if stress is None:
-        return None
-    global KBAR_TO_EV_PER_A3
-    if KBAR_TO_EV_PER_A3 is None:
-        from ase.units import GPa
-
-        KBAR_TO_EV_PER_A3 = 0.1 * GPa
-    try:
-        tensor = np.asarray(stress, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise FrameError(record, "stress", f"not a numeric 3x3 tensor: {err}") from err
-    if tensor.shape != (3, 3):
-        raise FrameError(record, "stress", f"expected a 3x3 tensor in kBar, got shape {tensor.shape}")
-    sigma = -KBAR_TO_EV_PER_A3 * tensor
-    sym = 0.5 * (sigma + sigma.T)
-    return [sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]]
 
 
 def structure_arrays(structure: Any, record: str) -> tuple[list[float], list[int], np.ndarray, list[bool]]:
