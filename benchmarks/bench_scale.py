@@ -11,11 +11,21 @@ rows/s and peak RSS (the child's own `ru_maxrss`, plus any children it waited fo
 - generate   writing the table itself (bounded: one row group at a time)
 - fetch      the real fetch stage (`mptrj` source: ijson stream-parse + validation + Parquet sink)
              over an MPtrj-shaped JSON of the first `--fetch-rows` frames
-- dedup      the real `dedup.run_dedup` (composition + XRD structure levels) on `--dedup-rows`
+- dedup      the real stage, `dedup.dedup_file` (streamed: frames.parquet → dedup.parquet + clusters)
+             on `--dedup-rows`, at `--dedup-level` (default: params, composition + XRD structure;
+             XRD costs ~12 ms per material, so use `composition` for 1M frames)
+- dedup-table  the same selection on the whole table read into memory (`pq.read_table` +
+             `run_dedup`): the in-run baseline showing what streaming saves (add it to --stages)
 - featurize  the real `featurize.featurize_file` (SOAP mu1nu1 + composition) on `--featurize-rows`,
              streamed through `parallel.map_row_groups`
-- evaluate   ASE EMT energies/forces/stress per frame (a cheap stand-in for an MLIP) streamed
-             through `parallel.map_row_groups` over `--evaluate-rows`
+- evaluate   the real stage, `evaluate.evaluate` (select → map_row_groups → collect), with the `emt`
+             model (models/emt.yaml: ASE EMT, a cheap real model) on each size of `--evaluate-rows`
+             (default 20,000 and 100,000, so the table shows that peak RSS stays flat as the input
+             grows; the smaller size must predict at least one full `compute.chunk_rows` chunk,
+             else it never reaches the per-chunk footprint and looks deceptively small). EMT knows 11 elements, so each row group is `--evaluate-supported` (default
+             0.1) EMT-only frames and the rest broad-pool frames, which the stage mostly writes to
+             the skipped file (bounded time: ~10% of frames pay for inference; every frame is
+             read, checked and written). `--evaluate-executor dask` runs the map on a LocalCluster.
 - baseline   a child that only imports the stack: the memory floor every stage pays
 
 The table shows each stage's peak RSS, the same minus the baseline, and the ratio of the peak to
@@ -207,29 +217,24 @@ def write_mptrj_json(source: Path, target: Path, rows: int) -> Path:
     return target
 
 
+def generate_evaluate_input(path: Path, rows: int, seed: int, supported: float, row_group: int = 10_000) -> Path:
+    """`rows` frames for the evaluate stage: in each row group, a `supported` share of EMT-only
+    frames (predicted), then broad-pool frames (mostly skipped: elements EMT does not know)."""
+    from xtalbench.parallel import RowGroupWriter
+    from xtalbench.schema import FRAMES_SCHEMA
+
+    with RowGroupWriter(path, FRAMES_SCHEMA, row_group) as writer:
+        for start in range(0, rows, row_group):
+            n = min(row_group, rows - start)
+            k = round(n * supported)
+            if k:
+                writer.write(synthetic_chunk(start, k, seed, emt_only=True))
+            if n - k:  # material ids start after the EMT part's: no id collides
+                writer.write(synthetic_chunk(start + k, n - k, seed, emt_only=False))
+    return path
+
+
 # --- stages, each run in a child process ---------------------------------------------------------
-
-
-def _emt_chunk(table: pa.Table) -> pa.Table:
-    """Stand-in model: EMT energy, forces, stress per frame (the evaluate stage's per-chunk work)."""
-    from ase.calculators.emt import EMT
-
-    from xtalbench.schema import to_atoms
-
-    out = {"frame_id": [], "energy": [], "forces": [], "stress": []}
-    calc = EMT()
-    for row in table.to_pylist():
-        atoms = to_atoms(row, with_labels=False)
-        atoms.calc = calc
-        out["frame_id"].append(row["frame_id"])
-        out["energy"].append(float(atoms.get_potential_energy()))
-        out["forces"].append(atoms.get_forces().ravel().tolist())
-        out["stress"].append(atoms.get_stress().tolist())
-    return pa.table(out, schema=EMT_SCHEMA)
-
-
-EMT_SCHEMA = pa.schema([pa.field("frame_id", pa.string()), pa.field("energy", pa.float64()),
-                        pa.field("forces", pa.list_(pa.float64())), pa.field("stress", pa.list_(pa.float64()))])
 
 
 def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
@@ -253,12 +258,17 @@ def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
         summary = fetch("bench", config, Paths("bench", root=workdir))
         return {"rows": int(summary["read"]), "kept": int(summary["kept"])}
     table_rows = pq.ParquetFile(input_path).metadata.num_rows
-    if stage == "dedup":
-        from xtalbench.dedup import dataset_config, run_dedup
+    if stage in ("dedup", "dedup-table"):
+        from xtalbench.dedup import dataset_config, dedup_file, run_dedup
 
-        table = pq.read_table(input_path)
-        kept, _, metrics = run_dedup(table, dataset_config(params["dedup"], "bench"))
-        return {"rows": table_rows, "kept": kept.num_rows}
+        cfg = dataset_config(params["dedup"], "bench")
+        if os.environ.get("XTALBENCH_BENCH_DEDUP_LEVEL"):
+            cfg["level"] = os.environ["XTALBENCH_BENCH_DEDUP_LEVEL"]
+        if stage == "dedup":
+            metrics = dedup_file(input_path, workdir / "dedup.parquet", workdir / "dedup_clusters.parquet", cfg)
+        else:
+            _, _, metrics = run_dedup(pq.read_table(input_path), cfg)
+        return {"rows": table_rows, "kept": metrics["kept"]["frames"], "materials": metrics["read"]["materials"], "level": cfg["level"]}
     if stage == "featurize":
         from xtalbench.featurize import featurize_file
 
@@ -266,11 +276,16 @@ def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
                                  compute={"executor": "local"}, progress=False)
         return {"rows": int(summary["rows_read"])}
     if stage == "evaluate":
-        from xtalbench.parallel import map_row_groups
+        from xtalbench.evaluate import evaluate
+        from xtalbench.models import load_spec
+        from xtalbench.parallel import compute_options
 
-        result = map_row_groups(input_path, _emt_chunk, workdir / "emt.parquet", EMT_SCHEMA, chunk_rows=2000, progress=False,
-                                columns=["frame_id", "numbers", "positions", "lattice", "pbc"])
-        return {"rows": result.rows_in}
+        compute = compute_options({"compute": {**(params.get("compute") or {}), "executor": os.environ.get("XTALBENCH_BENCH_EVALUATE_EXECUTOR", "local")}})
+        out = workdir / "predictions" / "emt.parquet"
+        result = evaluate("bench", load_spec(ROOT / "models" / "emt.yaml"), input_path, out, device="cpu", compute=compute, progress=False)
+        t = result.throughput
+        return {"rows": t["rows_in"], "predicted": t["rows_predicted"], "skipped": t["rows_skipped"], "executor": t["executor"],
+                "structures_per_s": t["structures_per_s"], "atoms_per_s": t["atoms_per_s"], "output_mb": out.stat().st_size / 2**20}
     raise SystemExit(f"unknown stage {stage!r}")
 
 
@@ -328,14 +343,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="frames in the generated table (default 1,000,000)")
     parser.add_argument("--fetch-rows", type=int, default=20_000, help="frames in the MPtrj JSON the fetch stage parses")
     parser.add_argument("--dedup-rows", type=int, default=20_000)
+    parser.add_argument("--dedup-level", default=None, help="composition | structure | both (default: params dedup.level)")
     parser.add_argument("--featurize-rows", type=int, default=3_000)
-    parser.add_argument("--evaluate-rows", type=int, default=20_000)
+    parser.add_argument("--evaluate-rows", default="20000,100000", help="frame counts for evaluate, comma-separated (memory: flat across sizes)")
+    parser.add_argument("--evaluate-supported", type=float, default=0.1, help="share of frames EMT can predict (the rest is skipped)")
+    parser.add_argument("--evaluate-executor", default="local", choices=["local", "dask"])
     parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,evaluate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="keep files here (default: a temporary directory)")
     parser.add_argument("--write", action="store_true", help=f"record the measured rates in {THROUGHPUTS.relative_to(ROOT)}")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    os.environ["XTALBENCH_BENCH_EVALUATE_EXECUTOR"] = args.evaluate_executor  # read by the evaluate children
+    if args.dedup_level:
+        os.environ["XTALBENCH_BENCH_DEDUP_LEVEL"] = args.dedup_level  # read by the dedup children
 
     with tempfile.TemporaryDirectory(prefix="xtalbench-bench-") as tmp:
         work = Path(args.workdir or tmp)
@@ -357,12 +378,17 @@ def main(argv: list[str] | None = None) -> int:
                 source = write_mptrj_json(frames, work / "mptrj.json", n)
                 input_mb = source.stat().st_size / 2**20
             elif stage == "evaluate":
-                n = min(args.evaluate_rows, args.rows)
-                source = work / "emt_frames.parquet"
-                generate(source, n, args.seed, emt_only=True, progress=False)  # EMT knows 11 elements only
-                input_mb = arrow_mb(source)
+                sizes = sorted(int(x) for x in str(args.evaluate_rows).split(",") if x.strip())
+                for n in sizes:  # independent of --rows: its own generated input per size
+                    source = generate_evaluate_input(work / f"evaluate_{n}.parquet", n, args.seed, args.evaluate_supported)
+                    name = "evaluate" if n == sizes[-1] else f"evaluate@{n}"
+                    print(f"{name}: {n:,} frames ({args.evaluate_supported:.0%} EMT-only, {args.evaluate_executor}) ...", flush=True)
+                    results[name] = measure(stage, source, work)
+                    results[name]["input_mb"] = arrow_mb(source)
+                    source.unlink()
+                continue
             else:
-                n = min(getattr(args, f"{stage}_rows", args.rows), args.rows)
+                n = min(getattr(args, f"{stage.split('-')[0]}_rows", args.rows), args.rows)
                 source = frames if n >= args.rows else head(frames, work / f"{stage}_input.parquet", n)
                 input_mb = arrow_mb(source)
             print(f"{stage}: {n:,} frames ...", flush=True)
@@ -376,6 +402,17 @@ def main(argv: list[str] | None = None) -> int:
             rate = r["rows"] / r["seconds"] if r["rows"] and r["seconds"] else float("nan")
             ratio = r["peak_mb"] / r["input_mb"] if r.get("input_mb") else float("nan")
             print(f"{stage:<10}{r['rows']:>10,}{r['seconds']:>9.1f}{rate:>10.1f}{r['peak_mb']:>13.0f}{r['peak_mb'] - baseline:>12.0f}{r.get('input_mb', 0):>10.0f}{ratio:>11.2f}")
+        runs = sorted((r["rows"], s) for s, r in results.items() if s.startswith("evaluate"))
+        for _, s in runs:
+            r = results[s]
+            print(f"{s}: {r['predicted']:,} predicted + {r['skipped']:,} skipped = {r['rows']:,} ({r['executor']}); "
+                  f"EMT inference {r['structures_per_s']} structures/s, {r['atoms_per_s']} atoms/s; output {r['output_mb']:.0f} MB")
+        if len(runs) > 1:
+            (n0, s0), (n1, s1) = runs[0], runs[-1]
+            growth = (results[s1]["peak_mb"] - baseline) / max(1.0, results[s0]["peak_mb"] - baseline)
+            print(f"evaluate peak RSS at {n1:,} vs {n0:,} frames ({n1 / n0:.0f}x the input): "
+                  f"{results[s1]['peak_mb']:.0f} vs {results[s0]['peak_mb']:.0f} MB, {results[s1]['peak_mb'] / results[s0]['peak_mb']:.2f}x "
+                  f"({growth:.2f}x above the baseline)")
         over = [s for s, r in results.items() if r["peak_mb"] > 4096]
         print(f"\nall stages under 4 GB peak: {not over}" + (f" (over: {over})" if over else ""))
         if args.write:
@@ -401,8 +438,9 @@ def record(results: dict[str, dict], args: argparse.Namespace) -> None:
     r = results.get("evaluate")
     if r and r["rows"]:
         models = data["stages"].setdefault("evaluate", {}).setdefault("models", {})
-        models["emt"] = {"rate_per_s": round(r["rows"] / r["seconds"], 1), "peak_mb": round(r["peak_mb"]),
-                         "source": f"measured {stamp}: {command} ({r['rows']:,} frames, EMT via map_row_groups)"}
+        models["emt"] = {"rate_per_s": r["structures_per_s"], "peak_mb": round(r["peak_mb"]),
+                         "source": f"measured {stamp}: {command} (evaluate.evaluate, {r['rows']:,} frames of which {r['predicted']:,} "
+                                   f"predicted, {r['executor']}; rate = EMT inference structures/s)"}
     if "baseline" in results:
         data.setdefault("machine", {})["baseline_rss_mb"] = round(results["baseline"]["peak_mb"])
     THROUGHPUTS.write_text(json.dumps(data, indent=2) + "\n")

@@ -221,3 +221,122 @@ def test_dataset_overrides_merge():
     merged = dataset_config(cfg, "d")
     assert merged["level"] == "structure" and merged["threshold"] == {"composition": 0.2, "structure": 0.05}
     assert dataset_config(cfg, "other")["level"] == "both"
+
+
+# --- streaming: bounded memory, same bytes ----------------------------------------------------
+
+
+def _long_table():
+    """Materials whose frames straddle small batches, a quarantined one, thinnable frames."""
+    frames = []
+    for m, numbers in enumerate([[26, 26, 8, 8, 8], [11, 17], [3, 17], [118, 8], [20, 22, 8, 8, 8], [38, 22, 8, 8, 8], [11, 11, 17, 17]]):
+        for k in range(m % 3 + 2):
+            frames.append(_frame(f"m{m}-{k}", f"mp-{m}", numbers, a=4.0 + 0.1 * m, shift=0.002 * k * (k % 2) + 0.2 * (k // 2), index=k))
+    return frames_table(frames)
+
+
+@pytest.mark.parametrize("cfg", [CFG, {**CFG, "thin_trajectories": True, "order": "reduced_natoms"}])
+def test_streamed_file_equals_whole_table_bytes(tmp_path, monkeypatch, cfg):
+    import pyarrow.parquet as pq_module
+
+    from xtalbench import dedup_io
+    from xtalbench.dedup import dedup_file
+
+    table = _long_table()
+    frames = tmp_path / "frames.parquet"
+    pq_module.write_table(table, frames, row_group_size=4)  # several row groups
+    # the whole table in memory, in one batch (as the stage ran before it streamed)
+    kept, clusters, metrics = run_dedup(pq_module.read_table(frames), cfg, batch_rows=10_000)
+    write_parquet(kept, tmp_path / "whole_kept.parquet")
+    write_parquet(clusters, tmp_path / "whole_clusters.parquet")
+
+    seen: list[int] = []
+    real_iter = dedup_io.iter_batches
+
+    def spy(*args, **kwargs):
+        for batch in real_iter(*args, **kwargs):
+            seen.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(dedup_io, "iter_batches", spy)
+    monkeypatch.setattr(pq_module, "read_table", lambda *a, **k: pytest.fail("the stage must not read the whole table"))
+    streamed = dedup_file(frames, tmp_path / "kept.parquet", tmp_path / "clusters.parquet", cfg, batch_rows=3)
+    assert seen and max(seen) <= 3 and sum(seen) % table.num_rows == 0  # only 3-row batches, whole passes
+    assert (tmp_path / "kept.parquet").read_bytes() == (tmp_path / "whole_kept.parquet").read_bytes()
+    assert (tmp_path / "clusters.parquet").read_bytes() == (tmp_path / "whole_clusters.parquet").read_bytes()
+    assert streamed == metrics and metrics["quarantined"]["materials"] == 1
+    if cfg.get("thin_trajectories"):
+        assert metrics["thinned"]["frames"] > 0
+
+
+def test_sinks_receive_one_batch_at_a_time():
+    from xtalbench.dedup import clusters_schema, dedup_stream
+    from xtalbench.dedup_io import FrameSource
+
+    class Sink:
+        def __init__(self):
+            self.sizes: list[int] = []
+
+        def write(self, t):
+            self.sizes.append(t.num_rows)
+
+    table = _long_table()
+    kept, clusters = Sink(), Sink()
+    metrics = dedup_stream(FrameSource(table, batch_rows=4), kept, clusters, CFG)
+    assert max(clusters.sizes) <= 4 and sum(clusters.sizes) == table.num_rows == metrics["read"]["frames"]
+    assert max(kept.sizes) <= 4 and sum(kept.sizes) == metrics["kept"]["frames"]
+    assert clusters_schema().names == ["frame_id", "material_id", "level", "representative", "distance", "reason"]
+
+
+def test_thinning_with_interleaved_trajectories():
+    # two materials' frames interleaved: references are per (material, trajectory), never mixed
+    frames = [
+        _frame("x-0", "mp-x", [11, 17], index=0),
+        _frame("y-0", "mp-y", [3, 17], index=0),
+        _frame("x-1", "mp-x", [11, 17], shift=0.001, index=1),  # 0.001 Å from x-0 → thinned
+        _frame("y-1", "mp-y", [3, 17], shift=0.5, index=1),  # moved → stays
+        _frame("y-2", "mp-y", [3, 17], shift=0.5005, index=2),  # last frame of mp-y: never thinned
+        _frame("x-2", "mp-x", [11, 17], shift=0.0015, index=2),  # last of mp-x: never thinned
+    ]
+    cfg = {**CFG, "threshold": {"composition": 0.0}, "thin_trajectories": True, "thin_tolerance": 0.01}
+    for batch_rows in (1, 2, 100):
+        _, clusters, metrics = run_dedup(frames_table(frames), cfg, batch_rows=batch_rows)
+        reasons = dict(zip(clusters.column("frame_id").to_pylist(), clusters.column("reason").to_pylist()))
+        assert [f for f, r in reasons.items() if r == "thinned"] == ["x-1"], batch_rows
+        assert metrics["thinned"]["frames"] == 1 and metrics["kept"]["frames"] == 5
+
+
+def test_describe_follows_requested_row_order_and_skips_failures():
+    from xtalbench.dedup import describe
+    from xtalbench.dedup_io import FrameSource
+
+    table = _table()  # row 6 is the Og frame
+    rows = np.array([8, 0, 6, 3, 5])
+    X, metric, errors, good = describe("composition", "elmd_mod_petti", FrameSource(table, batch_rows=2), rows, {})
+    assert metric == "manhattan" and good.tolist() == [8, 0, 3, 5] and list(errors) == [6]
+    for k, row in enumerate(good):
+        single, _, _, _ = describe("composition", "elmd_mod_petti", table, np.array([row]), {})
+        np.testing.assert_array_equal(X[k], single[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 118), min_size=0, max_size=12), min_size=1, max_size=20))
+def test_reduced_natoms_matches_counter_gcd(numbers):
+    from collections import Counter
+    from functools import reduce
+    from math import gcd
+
+    import pyarrow as pa
+
+    from xtalbench.dedup import reduced_natoms_of
+
+    column = pa.chunked_array([pa.array(numbers, pa.list_(pa.int32()))]).slice(0)
+    expected = [sum(Counter(z).values()) // reduce(gcd, Counter(z).values()) if z else 0 for z in numbers]
+    assert reduced_natoms_of(column).tolist() == expected
+
+
+def test_missing_frames_file_names_it(tmp_path):
+    from xtalbench.dedup import dedup_file
+
+    with pytest.raises(SystemExit, match="frames.parquet"):
+        dedup_file(tmp_path / "frames.parquet", tmp_path / "k.parquet", tmp_path / "c.parquet", CFG)

@@ -128,12 +128,14 @@ def greedy_select(
         raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
     X = np.asarray(X, dtype=np.float64)
     n = len(X)
+    identity = order is None
     order = np.arange(n) if order is None else np.asarray(order, dtype=np.int64)
-    if sorted(order.tolist()) != list(range(n)):
+    if not identity and (order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n))):
         raise ValueError("order must be a permutation of the row indices")
-    if X.ndim != 2 or not np.isfinite(X).all():
+    if X.ndim != 2 or not all(np.isfinite(X[s : s + 4096]).all() for s in range(0, n, 4096)):
         raise ValueError("X must be a finite 2-D array")
-    Xo = np.ascontiguousarray(X[order])
+    # rows already in visit order (order=None) are used in place: no copy of a large X
+    Xo = np.ascontiguousarray(X) if identity else np.ascontiguousarray(X[order])
     Zo = Xo @ contractive_projection(X.shape[1], metric)
     radius = threshold * (1 + _SLACK) + _SLACK
     kept = np.zeros(n, dtype=bool)  # by position in order
@@ -200,10 +202,22 @@ def _update_best(best_d: np.ndarray, best_j: np.ndarray, rows: np.ndarray, cols:
 
 
 
-# --- the stage: frames table → kept frames, clusters, metrics ------------------------------
+# --- the stage: frames (streamed) → kept frames, clusters, metrics --------------------------
+#
+# The stage never holds the frames table. It reads the input in row-group batches, three times:
+#   1. `scan_materials`: material_id, nsites (and numbers for the reduced_natoms order) → the
+#      material of every row and each material's judged frame (its last row);
+#   2. `describe`, per level: only the judged frames of the materials still alive, whose
+#      descriptors (one float64 row per material, in visit order) are the only large array;
+#   3. `_write_outputs`: every row again, written to the kept-frames and clusters sinks one
+#      batch at a time (trajectory thinning runs here, holding the reference frame of the open
+#      trajectories of materials whose last row has not been passed yet).
+# Memory: ~8 B per frame (row → material), a few hundred B per material, the descriptor matrix
+# (materials x columns x 8 B) and one batch of frames.
 
 LEVELS = ("composition", "structure")
 ORDERS = ("nsites", "reduced_natoms", "material_id", "input")
+_CHUNK = 4096  # rows per in-place compaction step
 
 
 def clusters_schema():
@@ -223,28 +237,102 @@ def clusters_schema():
 
 @dataclass
 class Materials:
-    """One entry per material_id, judged by its last frame in input order (relaxed / final step)."""
+    """One entry per material_id (first-appearance order), judged by its last frame in input
+    order (relaxed / final step)."""
 
     ids: list[str]
-    frame_rows: np.ndarray  # row of the judged frame, per material
+    frame_rows: np.ndarray  # input row of the judged frame, per material
     of_row: np.ndarray  # material index, per input row
+    nsites: np.ndarray | None = None  # atoms in the judged frame, per material
+    reduced_natoms: np.ndarray | None = None  # atoms in its reduced formula (only if asked for)
 
 
 def group_materials(material_ids: list[str]) -> Materials:
+    """`Materials` of an in-memory list of material ids (no nsites)."""
     index: dict[str, int] = {}
-    of_row = np.empty(len(material_ids), dtype=np.int64)
-    last: list[int] = []
-    for row, mid in enumerate(material_ids):
-        k = index.setdefault(mid, len(index))
-        if k == len(last):
-            last.append(row)
-        last[k] = row
-        of_row[row] = k
-    return Materials(list(index), np.asarray(last, dtype=np.int64), of_row)
+    of_row = np.fromiter((index.setdefault(m, len(index)) for m in material_ids), np.int64, len(material_ids))
+    last = np.zeros(len(index), dtype=np.int64)
+    uniq, first_rev = np.unique(of_row[::-1], return_index=True)
+    last[uniq] = len(of_row) - 1 - first_rev
+    return Materials(list(index), last, of_row)
 
 
-def visit_order(ids: list[str], nsites: np.ndarray, reduced_natoms: np.ndarray, order: str) -> np.ndarray:
-    """MD-HIT's order: ascending number of atoms; ties (and `material_id`) by material_id string."""
+def _bar(iterable, progress: bool, **kwargs):
+    if not progress:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, leave=False, **kwargs)
+
+
+def _grow(array: np.ndarray, size: int) -> np.ndarray:
+    if size <= len(array):
+        return array
+    out = np.zeros(max(size, 2 * len(array)), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+def _list_column(column) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, offsets) of a list column (chunked or not, sliced or not); null lists are empty."""
+    import pyarrow as pa
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lengths = array.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return array.flatten().to_numpy(zero_copy_only=False), offsets
+
+
+def reduced_natoms_of(numbers_column) -> np.ndarray:
+    """Atoms in the reduced formula of each row (sum of counts // gcd of counts; 0 if no atoms)."""
+    flat, offsets = _list_column(numbers_column)
+    n = len(offsets) - 1
+    out = np.zeros(n, dtype=np.int64)
+    if not len(flat):
+        return out
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    z = flat.astype(np.int64) - int(flat.min())
+    keys, counts = np.unique(rows * (int(z.max()) + 1) + z, return_counts=True)
+    key_rows = keys // (int(z.max()) + 1)
+    starts = np.flatnonzero(np.r_[True, key_rows[1:] != key_rows[:-1]])
+    out[key_rows[starts]] = np.add.reduceat(counts, starts) // np.gcd.reduceat(counts, starts)
+    return out
+
+
+def scan_materials(source, need_reduced: bool = False, progress: bool = False) -> Materials:
+    """Pass 1: the material of every row and each material's judged (last) frame, reading only
+    material_id, nsites (and numbers when `need_reduced`) batch by batch."""
+    from xtalbench.dedup_io import FrameSource
+
+    source = source if isinstance(source, FrameSource) else FrameSource(source)
+    index: dict[str, int] = {}
+    of_row = np.empty(source.num_rows, dtype=np.int64)
+    last = np.zeros(1024, dtype=np.int64)
+    nsites = np.zeros(1024, dtype=np.int64)
+    reduced = np.zeros(1024, dtype=np.int64)
+    columns = ["material_id", "nsites"] + (["numbers"] if need_reduced else [])
+    for start, batch in _bar(source.batches(columns), progress, total=source.n_batches(), desc="dedup: materials", unit="batch"):
+        mids = batch.column("material_id").to_pylist()
+        ks = np.fromiter((index.setdefault(m, len(index)) for m in mids), np.int64, len(mids))
+        of_row[start : start + len(ks)] = ks
+        last, nsites, reduced = (_grow(a, len(index)) for a in (last, nsites, reduced))
+        batch_nsites = batch.column("nsites").to_numpy().astype(np.int64)
+        batch_reduced = reduced_natoms_of(batch.column("numbers")) if need_reduced else None
+        uniq, first_rev = np.unique(ks[::-1], return_index=True)
+        pos = len(ks) - 1 - first_rev
+        last[uniq] = start + pos
+        nsites[uniq] = batch_nsites[pos]
+        if need_reduced:
+            reduced[uniq] = batch_reduced[pos]
+    n = len(index)
+    return Materials(list(index), last[:n].copy(), of_row, nsites[:n].copy(), reduced[:n].copy() if need_reduced else None)
+
+
+def visit_order(ids: list[str], nsites: np.ndarray, reduced_natoms: np.ndarray | None, order: str) -> np.ndarray:
+    """MD-HIT's order: ascending number of atoms; ties (and `material_id`) by material_id string.
+
+    The relative order of two materials does not depend on which others are present."""
     if order not in ORDERS:
         raise ValueError(f"dedup.order must be one of {ORDERS}, got {order!r}")
     n = len(ids)
@@ -259,104 +347,142 @@ def visit_order(ids: list[str], nsites: np.ndarray, reduced_natoms: np.ndarray, 
     return np.lexsort((rank, np.asarray(key, dtype=np.float64)))
 
 
-def thin_trajectory_frames(table, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Successive frames of one trajectory closer than `tolerance` Å (max atom or cell-vector
-    displacement) to the last frame kept are thinned; a material's last frame never is.
-    Returns (thinned mask, displacement) per row."""
-    mids = table.column("material_id").to_pylist()
-    trajs = table.column("trajectory_id").to_pylist()
-    numbers = table.column("numbers").to_pylist()
-    positions = table.column("positions").to_pylist()
-    lattices = table.column("lattice").to_pylist()
-    last_row = {m: r for r, m in enumerate(mids)}
-    thinned = np.zeros(len(mids), dtype=bool)
-    moved = np.zeros(len(mids), dtype=np.float64)
-    ref: dict[tuple[str, str | None], int] = {}
-    for row, mid in enumerate(mids):
-        key = (mid, trajs[row])
-        prev = ref.get(key)
-        if prev is not None and numbers[prev] == numbers[row] and last_row[mid] != row:
-            d = max(
-                float(np.abs(np.subtract(positions[row], positions[prev])).reshape(-1, 3).max(initial=0.0)),
-                float(np.abs(np.subtract(lattices[row], lattices[prev])).max(initial=0.0)),
-            )
-            if d <= tolerance:
-                thinned[row], moved[row] = True, d
-                continue
-        ref[key] = row
-    return thinned, moved
+class _Featurizer:
+    """One level's descriptor, applied chunk by chunk: `columns` to read, `features(sub)` →
+    (values of the rows that worked, their positions in `sub`, {position: FrameError})."""
 
+    def __init__(self, level: str, metric: str, cfg: dict):
+        if level == "composition":
+            from xtalbench.descriptors.composition import KINDS, CompositionFeaturizer
 
-def describe_cached(level: str, metric: str, table, rows: np.ndarray, cfg: dict, progress: bool, cache: dict | None):
-    """`describe` on every judged frame once per (level, metric), then subset to `rows`."""
-    if cache is None:
-        return describe(level, metric, table, rows, cfg, progress)
-    key = (level, metric)
-    if key not in cache:
-        all_rows = group_materials(table.column("material_id").to_pylist()).frame_rows
-        cache[key] = describe(level, metric, table, all_rows, cfg, progress)
-    X, dist, errors, good_rows = cache[key]
-    want = set(int(r) for r in rows)
-    keep = np.asarray([int(r) in want for r in good_rows], dtype=bool)
-    return X[keep], dist, {r: e for r, e in errors.items() if r in want}, good_rows[keep]
+            if metric not in KINDS:
+                raise ValueError(f"dedup.metric.composition must be one of {KINDS}, got {metric!r}")
+            self.model = CompositionFeaturizer(kind=metric, dtype="float64").fit()
+            self.distance = self.model.metric
+            self.columns: list[str] | None = ["frame_id", "numbers"]
+        elif level == "structure":
+            if metric == "xrd":
+                from xtalbench.descriptors.xrd import XrdFeaturizer
 
+                self.model = XrdFeaturizer(dtype="float64", progress=False, **(cfg.get("xrd") or {})).fit()
+            elif metric != "soap":
+                raise ValueError(f"dedup.metric.structure must be xrd or soap, got {metric!r}")
+            self.distance = "euclidean"
+            self.columns = None  # whole frames: to_structure / to_atoms
+        else:
+            raise ValueError(f"unknown dedup level {level!r} (have {LEVELS})")
+        self.level, self.metric, self.cfg = level, metric, cfg
 
-def describe(level: str, metric: str, table, rows: np.ndarray, cfg: dict, progress: bool = False):
-    """Descriptor vectors of the judged frames `rows` at one level.
-
-    Returns (X float64 of the rows that worked, distance metric, {row: FrameError} of the rest).
-    """
-    from xtalbench.schema import FrameError, to_atoms, to_structure
-
-    sub = table.take(rows)
-    errors: dict[int, FrameError] = {}
-    good: list[int] = []
-    if level == "composition":
-        from collections import Counter
-
-        from xtalbench.descriptors.composition import KINDS, CompositionFeaturizer
-
-        if metric not in KINDS:
-            raise ValueError(f"dedup.metric.composition must be one of {KINDS}, got {metric!r}")
-        featurizer = CompositionFeaturizer(kind=metric, dtype="float64").fit()
-        items, names = [], []
-        for k, (fid, numbers) in enumerate(zip(sub.column("frame_id").to_pylist(), sub.column("numbers").to_pylist())):
-            try:
-                counts = featurizer.check(dict(Counter(numbers)), fid, "numbers")
-            except FrameError as error:
-                errors[int(rows[k])] = error
-                continue
-            good.append(k)
-            items.append(counts)
-            names.append(fid)
-        X = featurizer.transform(items, records=names, field="numbers") if items else np.zeros((0, featurizer.n_features_out_))
-        return X, featurizer.metric, errors, rows[good]
-    if level != "structure":
-        raise ValueError(f"unknown dedup level {level!r} (have {LEVELS})")
-    frames = sub.to_pylist()
-    if metric == "xrd":
-        from xtalbench.descriptors.xrd import XrdFeaturizer
-
-        featurizer = XrdFeaturizer(dtype="float64", progress=progress, **(cfg.get("xrd") or {})).fit()
-        out = []
-        for k, frame in enumerate(frames):
-            try:
-                out.append(featurizer.pattern(to_structure(frame)))
-                good.append(k)
-            except Exception as error:  # pymatgen raises many types for broken cells
-                errors[int(rows[k])] = FrameError(frame["frame_id"], "positions", f"XRD pattern failed: {error}")
-        X = np.asarray(out, dtype=np.float64).reshape(len(out), featurizer.n_features_out_)
-        return X, "euclidean", errors, rows[good]
-    if metric == "soap":
+    def fit_species(self, species: list[int]) -> None:
+        """SOAP's column layout: the species of all frames to describe (found in a first scan)."""
         from xtalbench.descriptors.soap import SoapFeaturizer
 
-        atoms = [to_atoms(frame, with_labels=False) for frame in frames]
-        soap_cfg = dict(cfg.get("soap") or {})
-        X = SoapFeaturizer(dtype="float64", **soap_cfg).fit_transform(atoms)
+        self.model = SoapFeaturizer(dtype="float64", **{"species": species, **(self.cfg.get("soap") or {})}).fit()
+
+    @property
+    def n_features(self) -> int:
+        return int(self.model.n_features_out_)
+
+    def features(self, sub) -> tuple[np.ndarray, list[int], dict[int, Exception]]:
+        from xtalbench.schema import FrameError, to_atoms, to_structure
+
+        good: list[int] = []
+        errors: dict[int, Exception] = {}
+        if self.level == "composition":
+            from collections import Counter
+
+            items, names = [], []
+            for k, (fid, numbers) in enumerate(zip(sub.column("frame_id").to_pylist(), sub.column("numbers").to_pylist())):
+                try:
+                    items.append(self.model.check(dict(Counter(numbers)), fid, "numbers"))
+                except FrameError as error:
+                    errors[k] = error
+                    continue
+                good.append(k)
+                names.append(fid)
+            X = self.model.transform(items, records=names, field="numbers") if items else np.zeros((0, self.n_features))
+            return X, good, errors
+        frames = sub.to_pylist()
+        if self.metric == "xrd":
+            out = []
+            for k, frame in enumerate(frames):
+                try:
+                    out.append(self.model.pattern(to_structure(frame)))
+                    good.append(k)
+                except Exception as error:  # pymatgen raises many types for broken cells
+                    errors[k] = FrameError(frame["frame_id"], "positions", f"XRD pattern failed: {error}")
+            return np.asarray(out, dtype=np.float64).reshape(len(out), self.n_features), good, errors
+        X = self.model.transform([to_atoms(frame, with_labels=False) for frame in frames])
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         X = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)  # unit norm: d in [0, 2]
-        return X, "euclidean", errors, rows
-    raise ValueError(f"dedup.metric.structure must be xrd or soap, got {metric!r}")
+        return X, list(range(len(frames))), errors
+
+
+def describe(level: str, metric: str, source, rows: np.ndarray, cfg: dict, progress: bool = False):
+    """Descriptor vectors of the frames at input `rows` (any order) at one level, streamed:
+    only those rows are described, batch by batch.
+
+    Returns (X float64 with one row per entry of `rows` that worked, in the order of `rows`;
+    distance metric; {row: FrameError} of the rest; the rows that worked).
+    """
+    from xtalbench.dedup_io import FrameSource
+
+    source = source if isinstance(source, FrameSource) else FrameSource(source)
+    featurizer = _Featurizer(level, metric, cfg)
+    rows = np.asarray(rows, dtype=np.int64)
+    by_row = np.argsort(rows, kind="stable")
+    sorted_rows = rows[by_row]
+
+    def wanted(columns):
+        """(slots in `rows`, input rows, sub-table) of the wanted rows, batch by batch."""
+        for start, batch in source.batches(columns):
+            lo, hi = np.searchsorted(sorted_rows, [start, start + batch.num_rows])
+            if hi > lo:
+                yield by_row[lo:hi], sorted_rows[lo:hi], batch.take(sorted_rows[lo:hi] - start)
+
+    if level == "structure" and metric == "soap":
+        species: set[int] = set()
+        for _, _, sub in wanted(["numbers"]):
+            species.update(np.unique(_list_column(sub.column("numbers"))[0]).tolist())
+        if not species:
+            raise ValueError("no species: pass `species` or fit on at least one structure")
+        featurizer.fit_species(sorted(species))
+    X = np.empty((len(rows), featurizer.n_features), dtype=np.float64)
+    ok = np.zeros(len(rows), dtype=bool)
+    errors: dict[int, Exception] = {}
+    bar = _bar(None, progress, total=len(rows), desc=f"dedup: {level} {metric}", unit="frame")
+    for slots, input_rows, sub in wanted(featurizer.columns):
+        values, good, errs = featurizer.features(sub)
+        X[slots[good]] = values
+        ok[slots[good]] = True
+        errors.update({int(input_rows[k]): e for k, e in errs.items()})
+        if progress:
+            bar.update(len(slots))
+    if progress:
+        bar.close()
+    good_slots = np.flatnonzero(ok)
+    if len(good_slots) < len(rows):  # drop failed rows in place (sources never behind targets)
+        for s in range(0, len(good_slots), _CHUNK):
+            src = good_slots[s : s + _CHUNK]
+            X[s : s + len(src)] = X[src]
+        X = X[: len(good_slots)]
+    return X, featurizer.distance, errors, rows[good_slots]
+
+
+def describe_cached(level: str, metric: str, source, rows: np.ndarray, cfg: dict, progress: bool, cache: dict | None, mats: Materials):
+    """`describe` on every judged frame once per (level, metric), then subset to `rows`
+    (copies: the cache costs one extra descriptor matrix)."""
+    if cache is None:
+        return describe(level, metric, source, rows, cfg, progress)
+    key = (level, metric)
+    if key not in cache:
+        cache[key] = describe(level, metric, source, mats.frame_rows, cfg, progress)
+    X, dist, errors, good_rows = cache[key]
+    rows = np.asarray(rows, dtype=np.int64)
+    where = np.full(len(mats.of_row), -1, dtype=np.int64)
+    where[good_rows] = np.arange(len(good_rows))
+    pos = where[rows]
+    return X[pos[pos >= 0]], dist, {int(r): errors[int(r)] for r in rows if int(r) in errors}, rows[pos >= 0]
 
 
 def dataset_config(cfg: dict, dataset: str) -> dict:
@@ -384,113 +510,214 @@ def _per_level(cfg: dict, key: str, level: str):
     return value[level] if isinstance(value, dict) else value
 
 
-def run_dedup(table, cfg: dict, progress: bool = False, cache: dict | None = None):
-    """The dedup stage on a frames table: (kept frames, clusters table, metrics dict).
+def _materials(source, cfg: dict, progress: bool, cache: dict | None) -> Materials:
+    if cache is not None and "materials" in cache:
+        return cache["materials"]
+    order = cfg.get("order", "nsites")
+    if order not in ORDERS:
+        raise ValueError(f"dedup.order must be one of {ORDERS}, got {order!r}")
+    mats = scan_materials(source, need_reduced=order == "reduced_natoms", progress=progress)
+    if cache is not None:
+        cache["materials"] = mats
+    return mats
 
-    `cache` (a dict) keeps each level's descriptors for reuse, e.g. by `sweep`."""
-    import pyarrow as pa
 
-    n_rows = table.num_rows
-    mids = table.column("material_id").to_pylist()
-    fids = table.column("frame_id").to_pylist()
-    mats = group_materials(mids)
+def _visit(mats: Materials, materials: np.ndarray, order: str) -> np.ndarray:
+    """`materials` (indices) in visit order."""
+    ids = [mats.ids[k] for k in materials]
+    reduced = None if mats.reduced_natoms is None else mats.reduced_natoms[materials]
+    return materials[visit_order(ids, mats.nsites[materials], reduced, order)]
+
+
+@dataclass
+class _Outcome:
+    """Per material: what happened to it (kept unless a level says otherwise)."""
+
+    level: np.ndarray  # object: None | level name
+    representative: np.ndarray  # int64 material index
+    distance: np.ndarray  # float64; NaN when quarantined
+    reason: np.ndarray  # object: kept | near-duplicate | quarantined: …
+
+    @classmethod
+    def all_kept(cls, n: int) -> _Outcome:
+        return cls(np.full(n, None, dtype=object), np.arange(n, dtype=np.int64), np.zeros(n), np.full(n, "kept", dtype=object))
+
+
+def _select(source, cfg: dict, mats: Materials, progress: bool, cache: dict | None) -> tuple[_Outcome, np.ndarray, dict]:
+    """Pass 2 and the greedy, level after level on the survivors: (outcome, alive, level metrics)."""
     n_mat = len(mats.ids)
-    level_of = [None] * n_rows
-    rep_of = list(mids)
-    dist_of = np.zeros(n_rows, dtype=np.float64)
-    reason_of = ["kept"] * n_rows
-
-    thinned = np.zeros(n_rows, dtype=bool)
-    if cfg.get("thin_trajectories", False):
-        thinned, moved = thin_trajectory_frames(table, float(cfg.get("thin_tolerance", 0.01)))
-        for row in np.flatnonzero(thinned):
-            level_of[row], dist_of[row], reason_of[row] = "trajectory", moved[row], "thinned"
-
     alive = np.ones(n_mat, dtype=bool)
-    mat_level: dict[int, tuple[str, str, float, str]] = {}  # material → (level, rep id, distance, reason)
+    outcome = _Outcome.all_kept(n_mat)
     level_metrics = {}
-    nsites = np.asarray(table.column("nsites").to_pylist(), dtype=np.int64)[mats.frame_rows]
     for level in _levels(cfg):
         metric_name = _per_level(cfg, "metric", level)
         threshold = float(_per_level(cfg, "threshold", level))
-        active = np.flatnonzero(alive)
-        X, metric, errors, good_rows = describe_cached(level, metric_name, table, mats.frame_rows[active], cfg, progress, cache)
+        visit = _visit(mats, np.flatnonzero(alive), cfg.get("order", "nsites"))
+        # X comes in visit order, so the greedy needs no permuted copy of it
+        X, metric, errors, good_rows = describe_cached(level, metric_name, source, mats.frame_rows[visit], cfg, progress, cache, mats)
         for row, error in errors.items():
             k = int(mats.of_row[row])
             alive[k] = False
-            mat_level[k] = (level, mats.ids[k], float("nan"), f"quarantined: {error}")
+            outcome.level[k], outcome.distance[k], outcome.reason[k] = level, np.nan, f"quarantined: {error}"
         good = mats.of_row[good_rows]
-        ids = [mats.ids[k] for k in good]
-        order = visit_order(ids, nsites[good], _reduced_natoms(table, good_rows), cfg.get("order", "nsites"))
-        result = greedy_select(X, threshold, metric, order, progress=progress)
-        for j in np.flatnonzero(~result.kept):
-            k = int(good[j])
-            alive[k] = False
-            mat_level[k] = (level, ids[result.representative[j]], float(result.distance[j]), "near-duplicate")
+        result = greedy_select(X, threshold, metric, progress=progress)
+        del X
+        dropped = np.flatnonzero(~result.kept)
+        alive[good[dropped]] = False
+        outcome.level[good[dropped]] = level
+        outcome.representative[good[dropped]] = good[result.representative[dropped]]
+        outcome.distance[good[dropped]] = result.distance[dropped]
+        outcome.reason[good[dropped]] = "near-duplicate"
         level_metrics[level] = {
             "metric": metric_name,
             "distance": metric,
             "threshold": threshold,
-            "read": int(len(active)),
+            "read": int(len(visit)),
             "kept": int(result.n_kept),
-            "dropped": int((~result.kept).sum()),
+            "dropped": int(len(dropped)),
             "quarantined": len(errors),
         }
-    for row in range(n_rows):
-        k = int(mats.of_row[row])
-        if k in mat_level and not thinned[row]:
-            level_of[row], rep_of[row], dist_of[row], reason_of[row] = mat_level[k]
-    kept_rows = np.flatnonzero(np.asarray([r == "kept" for r in reason_of]))
-    clusters = pa.table(
-        {
-            "frame_id": fids,
-            "material_id": mids,
-            "level": level_of,
-            "representative": rep_of,
-            "distance": pa.array(dist_of, mask=np.isnan(dist_of)),
-            "reason": reason_of,
-        },
-        schema=clusters_schema(),
-    )
-    quarantined_rows = sum(r.startswith("quarantined") for r in reason_of)
-    dropped_rows = reason_of.count("near-duplicate")
+    return outcome, alive, level_metrics
+
+
+class _Thinner:
+    """Trajectory thinning in streaming order: a frame is thinned when it is within `tolerance` Å
+    (max atom or cell-vector displacement) of the last frame kept of its (material, trajectory)
+    and is not its material's last frame. References are dropped at a material's last row, so
+    memory holds the open materials only (one at a time when a material's frames are contiguous,
+    as every source writes them; any order gives the same answer)."""
+
+    def __init__(self, last_rows: np.ndarray, tolerance: float):
+        self.last_rows, self.tolerance = last_rows, tolerance
+        self.refs: dict[int, dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+    def step(self, start: int, batch, materials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = batch.num_rows
+        thinned, moved = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.float64)
+        trajs = batch.column("trajectory_id").to_pylist()
+        (nums, n_off), (pos, p_off), (lat, l_off) = (_list_column(batch.column(c)) for c in ("numbers", "positions", "lattice"))
+        for i in range(n):
+            k = int(materials[i])
+            is_last = int(self.last_rows[k]) == start + i
+            refs = self.refs.setdefault(k, {})
+            cur = (nums[n_off[i] : n_off[i + 1]], pos[p_off[i] : p_off[i + 1]], lat[l_off[i] : l_off[i + 1]])
+            prev = refs.get(trajs[i])
+            if prev is not None and not is_last and np.array_equal(prev[0], cur[0]):
+                d = max(
+                    float(np.abs(np.subtract(cur[1], prev[1])).reshape(-1, 3).max(initial=0.0)),
+                    float(np.abs(np.subtract(cur[2], prev[2])).max(initial=0.0)),
+                )
+                if d <= self.tolerance:
+                    thinned[i], moved[i] = True, d
+                    continue
+            if is_last:
+                del self.refs[k]
+            else:
+                refs[trajs[i]] = (cur[0].copy(), cur[1].copy(), cur[2].copy())
+        return thinned, moved
+
+
+def _write_outputs(source, mats: Materials, outcome: _Outcome, cfg: dict, kept_sink, clusters_sink, progress: bool) -> dict[str, int]:
+    """Pass 3: every input row → the clusters sink; rows of kept materials → the kept sink."""
+    import pyarrow as pa
+
+    thinner = _Thinner(mats.frame_rows, float(cfg.get("thin_tolerance", 0.01))) if cfg.get("thin_trajectories", False) else None
+    ids = np.asarray(mats.ids, dtype=object)
+    schema = clusters_schema()
+    kept_mat = outcome.reason == "kept"
+    dropped_mat = outcome.reason == "near-duplicate"
+    counts = {"kept": 0, "dropped": 0, "quarantined": 0, "thinned": 0}
+    for start, batch in _bar(source.batches(), progress, total=source.n_batches(), desc="dedup: write", unit="batch"):
+        k = mats.of_row[start : start + batch.num_rows]
+        level, rep = outcome.level[k], ids[outcome.representative[k]]
+        distance, reason = outcome.distance[k], outcome.reason[k]
+        if thinner is not None:
+            thinned, moved = thinner.step(start, batch, k)
+            level[thinned], rep[thinned], distance[thinned], reason[thinned] = "trajectory", ids[k[thinned]], moved[thinned], "thinned"
+        else:
+            thinned = np.zeros(len(k), dtype=bool)
+        keep = kept_mat[k] & ~thinned
+        dropped = dropped_mat[k] & ~thinned
+        counts["kept"] += int(keep.sum())
+        counts["dropped"] += int(dropped.sum())
+        counts["quarantined"] += int(len(k) - keep.sum() - dropped.sum() - thinned.sum())
+        counts["thinned"] += int(thinned.sum())
+        kept_sink.write(batch.filter(pa.array(keep)))
+        clusters_sink.write(
+            pa.table(
+                {
+                    "frame_id": batch.column("frame_id"),
+                    "material_id": batch.column("material_id"),
+                    "level": pa.array(level, pa.string()),
+                    "representative": pa.array(rep, pa.string()),
+                    "distance": pa.array(distance, mask=np.isnan(distance)),
+                    "reason": pa.array(reason, pa.string()),
+                },
+                schema=schema,
+            )
+        )
+    return counts
+
+
+def dedup_stream(source, kept_sink, clusters_sink, cfg: dict, progress: bool = False, cache: dict | None = None) -> dict:
+    """The dedup stage in bounded memory: streams `source` (a `FrameSource`), writes the kept
+    frames and the clusters table to the sinks (objects with `write(table)`), returns metrics.
+
+    `cache` (a dict) keeps the materials and each level's descriptors for reuse, e.g. by `sweep`."""
+    mats = _materials(source, cfg, progress, cache)
+    outcome, alive, level_metrics = _select(source, cfg, mats, progress, cache)
+    counts = _write_outputs(source, mats, outcome, cfg, kept_sink, clusters_sink, progress)
+    dropped_mat = int((outcome.reason == "near-duplicate").sum())
     metrics = {
-        "read": {"frames": n_rows, "materials": n_mat},
-        "kept": {"frames": int(len(kept_rows)), "materials": int(alive.sum())},
-        "dropped": {"frames": dropped_rows, "materials": sum(v[3] == "near-duplicate" for v in mat_level.values())},
-        "quarantined": {"frames": quarantined_rows, "materials": sum(v[3] != "near-duplicate" for v in mat_level.values())},
-        "thinned": {"frames": int(thinned.sum())},
+        "read": {"frames": source.num_rows, "materials": len(mats.ids)},
+        "kept": {"frames": counts["kept"], "materials": int(alive.sum())},
+        "dropped": {"frames": counts["dropped"], "materials": dropped_mat},
+        "quarantined": {"frames": counts["quarantined"], "materials": int((~alive).sum()) - dropped_mat},
+        "thinned": {"frames": counts["thinned"]},
         "levels": level_metrics,
         "order": cfg.get("order", "nsites"),
     }
-    assert metrics["read"]["frames"] == len(kept_rows) + dropped_rows + quarantined_rows + int(thinned.sum())
-    return table.take(kept_rows), clusters, metrics
+    total = counts["kept"] + counts["dropped"] + counts["quarantined"] + counts["thinned"]
+    if total != source.num_rows:
+        raise RuntimeError(f"dedup lost rows: read {source.num_rows}, accounted for {total}")
+    return metrics
 
 
-def _reduced_natoms(table, rows: np.ndarray) -> np.ndarray:
-    """Atoms in the reduced formula (MD-HIT composition order) of each judged frame."""
-    from collections import Counter
-    from functools import reduce
-    from math import gcd
+def dedup_file(frames, kept_path, clusters_path, cfg: dict, progress: bool = False, cache: dict | None = None,
+               batch_rows: int | None = None) -> dict:
+    """The dedup stage from a frames Parquet file to `dedup.parquet` and `dedup_clusters.parquet`,
+    streamed (bytes equal `write_parquet` of `run_dedup`'s tables). Returns the metrics."""
+    from xtalbench.dedup_io import BATCH_ROWS, FrameSource, file_sink
 
-    out = np.empty(len(rows), dtype=np.int64)
-    for k, numbers in enumerate(table.take(rows).column("numbers").to_pylist()):
-        counts = list(Counter(numbers).values())
-        out[k] = sum(counts) // reduce(gcd, counts) if counts else 0
-    return out
+    source = FrameSource(frames, batch_rows or BATCH_ROWS)
+    with file_sink(kept_path, source.schema) as kept, file_sink(clusters_path, clusters_schema()) as clusters:
+        return dedup_stream(source, kept, clusters, cfg, progress, cache)
 
 
-def sweep(table, cfg: dict, thresholds: dict[str, list[float]], progress: bool = False, cache: dict | None = None) -> list[dict]:
-    """Kept materials against threshold, per level, each level on all materials on its own."""
-    mats = group_materials(table.column("material_id").to_pylist())
-    nsites = np.asarray(table.column("nsites").to_pylist(), dtype=np.int64)[mats.frame_rows]
+def run_dedup(table, cfg: dict, progress: bool = False, cache: dict | None = None, batch_rows: int | None = None):
+    """The dedup stage on an in-memory frames table: (kept frames, clusters table, metrics dict)."""
+    from xtalbench.dedup_io import BATCH_ROWS, FrameSource, TableSink
+
+    source = FrameSource(table, batch_rows or BATCH_ROWS)
+    kept, clusters = TableSink(source.schema), TableSink(clusters_schema())
+    metrics = dedup_stream(source, kept, clusters, cfg, progress, cache)
+    return kept.result(), clusters.result(), metrics
+
+
+def sweep(source, cfg: dict, thresholds: dict[str, list[float]], progress: bool = False, cache: dict | None = None) -> list[dict]:
+    """Kept materials against threshold, per level, each level on all materials on its own.
+
+    `source`: a frames Parquet path, a table or a `FrameSource`."""
+    from xtalbench.dedup_io import FrameSource
+
+    source = source if isinstance(source, FrameSource) else FrameSource(source)
+    mats = _materials(source, cfg, progress, cache)
     rows = []
     for level in _levels(cfg):
         metric_name = _per_level(cfg, "metric", level)
-        X, metric, errors, good_rows = describe_cached(level, metric_name, table, mats.frame_rows, cfg, progress, cache)
-        good = mats.of_row[good_rows]
-        order = visit_order([mats.ids[k] for k in good], nsites[good], _reduced_natoms(table, good_rows), cfg.get("order", "nsites"))
+        visit = _visit(mats, np.arange(len(mats.ids)), cfg.get("order", "nsites"))
+        X, metric, _, good_rows = describe_cached(level, metric_name, source, mats.frame_rows[visit], cfg, progress, cache, mats)
         for threshold in sorted(float(t) for t in thresholds.get(level, [])):
-            kept = greedy_select(X, threshold, metric, order).n_kept
-            rows.append({"level": level, "metric": metric_name, "threshold": threshold, "kept": kept, "read": len(good)})
+            kept = greedy_select(X, threshold, metric).n_kept
+            rows.append({"level": level, "metric": metric_name, "threshold": threshold, "kept": kept, "read": len(good_rows)})
     return rows

@@ -75,7 +75,7 @@ def _raw(record: dict[str, Any]) -> str:
 def _material_ids(paths: Paths):
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(paths.frames).iter_batches(columns=["material_id"]):
+    for batch in pq.ParquetFile(paths.frames, pre_buffer=False).iter_batches(columns=["material_id"]):
         yield from batch.column(0).to_pylist()
 
 

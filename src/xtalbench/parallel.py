@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xtalbench.project import ROW_GROUP_SIZE
+from xtalbench.project import ROW_GROUP_SIZE, iter_batches
 
 EXECUTORS = ("local", "dask")
 DEFAULT_COMPUTE: dict[str, Any] = {
@@ -95,7 +95,7 @@ def iter_chunks(source: str | Path | pa.Table, chunk_rows: int, columns: list[st
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
+    for batch in iter_batches(path, columns=columns, batch_size=chunk_rows):
         yield pa.Table.from_batches([batch])
 
 

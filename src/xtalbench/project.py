@@ -139,8 +139,12 @@ class ParquetSink:
 
 
 def iter_batches(path: str | Path, columns: list[str] | None = None, batch_size: int = ROW_GROUP_SIZE) -> Iterator[pa.RecordBatch]:
-    """Stream a Parquet file in record batches (bounded memory)."""
-    yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+    """Stream a Parquet file in record batches (bounded memory).
+
+    `pre_buffer=False`: with pyarrow's default the reader keeps every row group's buffers until
+    the loop ends, so memory grows with the file (390 MB → 590 MB peak on 300k frames).
+    """
+    yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns)
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:

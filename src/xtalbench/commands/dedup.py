@@ -1,4 +1,8 @@
-"""`xtalbench dedup <dataset> [--sweep]`: MD-HIT-style near-duplicate removal (params `dedup`)."""
+"""`xtalbench dedup <dataset> [--sweep]`: MD-HIT-style near-duplicate removal (params `dedup`).
+
+Streams `frames.parquet` in row-group batches (see `xtalbench.dedup`): memory is bounded by the
+descriptor matrix of one judged frame per material, not by the number of frames.
+"""
 
 from __future__ import annotations
 
@@ -17,20 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtalbench.dedup import dataset_config, run_dedup, sweep
-    from xtalbench.project import Paths, dataset_params, load_params, read_table, write_json, write_parquet
+    from xtalbench.dedup import dataset_config, dedup_file, sweep
+    from xtalbench.dedup_io import FrameSource
+    from xtalbench.project import Paths, dataset_params, load_params, write_json
 
     params = load_params(args.params)
     dataset_params(params, args.dataset)
     cfg = dataset_config(params.get("dedup") or {}, args.dataset)
     paths = Paths(args.dataset)
-    table = read_table(paths.frames)
+    source = FrameSource(paths.frames)  # clear error if fetch has not run
     progress = not args.no_progress
     start = time.perf_counter()
     cache: dict | None = {} if args.sweep else None  # descriptors computed once for both
-    kept, clusters, metrics = run_dedup(table, cfg, progress=progress, cache=cache)
-    write_parquet(kept, paths.dedup)
-    write_parquet(clusters, paths.dedup_clusters)
+    metrics = dedup_file(source.path, paths.dedup, paths.dedup_clusters, cfg, progress=progress, cache=cache)
     write_json(metrics, paths.metrics("dedup"))
     print(
         f"dedup {args.dataset}: read {metrics['read']['frames']} frames / {metrics['read']['materials']} materials, "
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - start:.1f} s)"
     )
     if args.sweep:
-        rows = sweep(table, cfg, cfg.get("sweep") or {}, progress=progress, cache=cache)
+        rows = sweep(source, cfg, cfg.get("sweep") or {}, progress=progress, cache=cache)
         paths.plots_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=["level", "metric", "threshold", "kept", "read"], lineterminator="\n")

@@ -67,7 +67,7 @@ def _spglib_numbers(data: SplitData, rows: np.ndarray, symprec: float) -> tuple[
     failed: dict[str, str] = {}
     columns = ["frame_id", "material_id", "lattice", "numbers", "positions", "pbc"]
     bar = tqdm(total=len(rows), desc="spacegroups", unit="structure")
-    for batch in pq.ParquetFile(data.frames_path).iter_batches(columns=columns, batch_size=2048):
+    for batch in pq.ParquetFile(data.frames_path, pre_buffer=False).iter_batches(columns=columns, batch_size=2048):
         for row in batch.to_pylist():
             i = wanted.get(row["frame_id"])
             if i is None:
