@@ -1,5 +1,9 @@
 """`xtalbench evaluate <dataset> <model>`: predictions → datasets/<d>/predictions/<model>.parquet,
-then metrics/<d>/<model>.json and parity plots through `xtalbench.metrics.score_model`."""
+then metrics/<d>/<model>.json and parity plots through `xtalbench.metrics.score_model`.
+
+Prediction streams the frames in row-group chunks, in-process or on Dask (params `compute:`);
+the outputs do not depend on which.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from xtalbench.project import Paths, dataset_params, load_params, read_table, write_parquet
+from xtalbench.project import Paths, dataset_params, load_params, read_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,38 +31,51 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_dataset(
-    dataset: str, model: str, params: dict[str, Any], paths: Paths, frames_path: str | None = None, score: bool = True, progress: bool = True, models_dir: str = "models"
+    dataset: str,
+    model: str,
+    params: dict[str, Any],
+    paths: Paths,
+    frames_path: str | None = None,
+    score: bool = True,
+    progress: bool = True,
+    models_dir: str = "models",
+    compute: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Predict (streamed), then score. `compute` overrides `compute_options(params)` (e.g. to
+    pass an existing Dask `client`)."""
     from xtalbench.device import resolve_device
     from xtalbench.evaluate import evaluate
     from xtalbench.models import load_spec
+    from xtalbench.parallel import compute_options
 
     eval_params = params.get("evaluate") or {}
     spec = load_spec(model, models_dir)
-    frames = read_table(frames_path or paths.dedup)
-    splits = {}
-    folds = (params.get("train") or {}).get("folds") or [] if spec.per_fold else []
-    for entry in folds:
-        strategy = str(entry["strategy"])
-        splits.setdefault(strategy, read_table(paths.split(strategy)))
+    folds = ((params.get("train") or {}).get("folds") or []) if spec.per_fold else []
+    splits = {str(entry["strategy"]): paths.split(str(entry["strategy"])) for entry in folds}
+    for strategy, path in splits.items():
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: run the split stage for strategy {strategy!r} first (dvc repro)")
+    out = paths.predictions(spec.name)
     result = evaluate(
         dataset,
         spec,
-        frames,
+        frames_path or paths.dedup,
+        out,
+        out.with_name(f"{spec.name}.skipped.parquet"),
         splits=splits,
         folds=folds,
         device=resolve_device(eval_params.get("device", "auto")),
         dtype=eval_params.get("dtype"),
         batch_size=eval_params.get("batch_size"),
+        threads=eval_params.get("threads"),
+        compute=compute if compute is not None else compute_options(params),
         progress=progress,
     )
-    out = paths.predictions(spec.name)
-    write_parquet(result.predictions, out)
-    write_parquet(result.skipped, out.with_name(f"{spec.name}.skipped.parquet"))
-    print(f"wrote {out}: {result.predictions.num_rows} rows ({result.skipped.num_rows} skipped)", flush=True)
-    summary: dict[str, Any] = {"throughput": result.throughput, "predictions": str(out)}
+    t = result.throughput
+    print(f"wrote {out}: {t['rows_predicted']} rows ({t['rows_skipped']} skipped)", flush=True)
+    summary: dict[str, Any] = {"throughput": t, "predictions": str(out)}
     if score:
         from xtalbench.metrics import score_model
 
-        summary["metrics"] = score_model(dataset, spec.resolve(dataset), result.predictions, params, result.throughput)
+        summary["metrics"] = score_model(dataset, spec.resolve(dataset), read_table(out), params, t)
     return summary
