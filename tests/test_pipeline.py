@@ -25,10 +25,9 @@ LIMITS = {"mp20": 120, "mp-frames": 160}
 
 
 def small_params(params: dict, shared: Path) -> dict:
+    params = _absolute_shared_paths(params, shared)
     for name, config in params["datasets"].items():
         config["limit"] = LIMITS.get(name, 50)
-        if "path" in config:
-            config["path"] = str(shared / Path(config["path"]).relative_to("../shared"))
     for key, value in SMALL_OVERRIDES.items():
         section, _, leaf = key.rpartition(".")
         node = params
@@ -38,10 +37,22 @@ def small_params(params: dict, shared: Path) -> dict:
     return params
 
 
+def _absolute_shared_paths(value, shared: Path):
+    """The copy does not sit beside ../shared: point every ../shared/... param at the real folder."""
+    if isinstance(value, dict):
+        return {k: _absolute_shared_paths(v, shared) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_absolute_shared_paths(v, shared) for v in value]
+    if isinstance(value, str) and value.startswith("../shared/"):
+        return str(shared / Path(value).relative_to("../shared"))
+    return value
+
+
 SMALL_OVERRIDES: dict[str, object] = {
-    "train.max_train_frames": 60,
-    "train.max_val_frames": 20,
-    "train.hyper.max_num_epochs": 2,
+    "train.folds": [{"strategy": "random", "fold": 0}],
+    "train.max_train_frames": 40,
+    "train.max_val_frames": 10,
+    "train.hyper.max_num_epochs": 1,
     "split.loco.k": 3,
     "evaluate.n_bootstrap": 50,
 }
