@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from xtalbench.project import ParquetSink, Paths, write_json
-from xtalbench.schema import FRAMES_SCHEMA, QUARANTINE_SCHEMA, FrameError, Rejected, validate_frame
+from xtalbench.schema import FRAMES_SCHEMA, QUARANTINE_SCHEMA, FrameError, Rejected, raw_json, validate_frame
 from xtalbench.sources import get_source
 
 PINNED_PACKAGES = ("xtalbench", "pymatgen", "ase", "pyarrow", "numpy", "mp-api", "ijson")
@@ -60,16 +60,12 @@ def check(record: dict[str, Any], seen: dict[str, int], position: int) -> Reject
     try:
         validate_frame(record)
     except FrameError as error:
-        return Rejected.from_error(error, {k: v for k, v in record.items()})
+        return Rejected.from_error(error, record)
     frame_id = record["frame_id"]
     if frame_id in seen:
-        return Rejected(frame_id, "frame_id", f"duplicate of record #{seen[frame_id]}", _raw(record))
+        return Rejected(frame_id, "frame_id", f"duplicate of record #{seen[frame_id]}", raw_json(record))
     seen[frame_id] = position
     return None
-
-
-def _raw(record: dict[str, Any]) -> str:
-    return Rejected.from_error(FrameError("", "", ""), record).raw or ""
 
 
 def _material_ids(paths: Paths):

@@ -89,13 +89,14 @@ class Rejected:
 
     @classmethod
     def from_error(cls, error: FrameError, raw: Any = None) -> Rejected:
-        return cls(error.record, error.field, error.reason, _raw_json(raw))
+        return cls(error.record, error.field, error.reason, raw_json(raw))
 
     def as_row(self) -> dict[str, Any]:
         return {"record": self.record, "field": self.field, "reason": self.reason, "raw": self.raw}
 
 
-def _raw_json(raw: Any) -> str | None:
+def raw_json(raw: Any) -> str | None:
+    """A source record as JSON text for the quarantine file (numpy values made plain)."""
     if raw is None or isinstance(raw, str):
         return raw
     return json.dumps(raw, default=_json_default, sort_keys=True)

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from xtalbench.schema import FrameError, Rejected, from_structure
+from xtalbench.schema import FrameError, Rejected, from_structure, raw_json
 from xtalbench.sources import local
 
 TASK_FRAME_KEYS = {
@@ -111,7 +111,7 @@ def read_task_frames(path: Path, config: dict) -> Iterator[dict | Rejected]:
         run_type = _run_type(meta.get("run_type"))
         meta["run_type"] = run_type
         record["meta"] = json.dumps(meta, sort_keys=True)
-        raw = json.dumps({k: v for k, v in record.items()}, default=str)
+        raw = raw_json(record)
         if run_types and run_type not in run_types:
             yield Rejected(record["frame_id"], "run_type", f"{run_type} not in params run_types {sorted(run_types)}", raw)
         elif meta.get("task_type") in excluded:
