@@ -26,6 +26,12 @@ rows/s and peak RSS (the child's own `ru_maxrss`, plus any children it waited fo
              0.1) EMT-only frames and the rest broad-pool frames, which the stage mostly writes to
              the skipped file (bounded time: ~10% of frames pay for inference; every frame is
              read, checked and written). `--evaluate-executor dask` runs the map on a LocalCluster.
+- score      the scoring step of evaluate, `scoring.score_model` (predictions + dedup.parquet +
+             split files → metrics JSON and parity plots), on each size of `--score-rows` (default
+             100,000 and 300,000): the generated frames are the labels, fake predictions are labels
+             + seeded noise (written row group by row group), with a random and a LOCO-like split
+             (1 fold each). `--score-baseline-src DIR` also runs a copy of an older `xtalbench`
+             package (DIR on PYTHONPATH; whole-table API) on the same inputs, as the in-run baseline.
 - baseline   a child that only imports the stack: the memory floor every stage pays
 
 The table shows each stage's peak RSS, the same minus the baseline, and the ratio of the peak to
@@ -257,6 +263,8 @@ def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
         config = {"source": "mptrj", "path": str(input_path), "progress": False}
         summary = fetch("bench", config, Paths("bench", root=workdir))
         return {"rows": int(summary["read"]), "kept": int(summary["kept"])}
+    if stage == "score":
+        return run_score(input_path, params)
     table_rows = pq.ParquetFile(input_path).metadata.num_rows
     if stage in ("dedup", "dedup-table"):
         from xtalbench.dedup import dataset_config, dedup_file, run_dedup
@@ -289,6 +297,71 @@ def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
     raise SystemExit(f"unknown stage {stage!r}")
 
 
+# --- the score stage: fake predictions and splits over generated labels ------------------------------
+
+SCORE_SPEC = {"name": "fake", "kind": "mace-file", "energy_kind": "total",
+              "training_set": {"name": "bench", "database": "synthetic", "version": "0", "ids_file": None}}
+
+
+def write_score_inputs(frames: Path, root: Path, rows: int, seed: int) -> Path:
+    """`root` laid out as a repository for dataset `bench`: the first `rows` frames as dedup.parquet,
+    predictions = labels + seeded noise, and random/loco split files; all streamed by row group."""
+    import zlib
+
+    from xtalbench.evaluate import PREDICTIONS_SCHEMA
+    from xtalbench.parallel import RowGroupWriter, iter_chunks
+
+    data = root / "datasets" / "bench"
+    data.mkdir(parents=True, exist_ok=True)
+    if rows:
+        dedup = head(frames, data / "dedup.parquet", rows)
+    else:  # the whole generated table
+        dedup = data / "dedup.parquet"
+        dedup.unlink(missing_ok=True)
+        dedup.symlink_to(frames.resolve())
+    split_schema = pa.schema([("frame_id", pa.string()), ("material_id", pa.string()), ("fold", pa.int32()), ("role", pa.string()), ("cluster", pa.int32())])
+    (root / "splits" / "bench").mkdir(parents=True, exist_ok=True)
+    with (
+        RowGroupWriter(data / "predictions" / "fake.parquet", PREDICTIONS_SCHEMA) as preds,
+        RowGroupWriter(root / "splits" / "bench" / "random.parquet", split_schema) as rnd,
+        RowGroupWriter(root / "splits" / "bench" / "loco.parquet", split_schema) as loco,
+    ):
+        for k, chunk in enumerate(iter_chunks(dedup, 10_000)):
+            rng = np.random.default_rng([seed, 7, k])
+            n = chunk.num_rows
+            forces, stress = chunk.column("forces").combine_chunks(), chunk.column("stress").combine_chunks()
+            noisy = lambda lists, scale: pa.ListArray.from_arrays(lists.offsets, pa.array(lists.values.to_numpy() + rng.normal(0, scale, len(lists.values))))  # noqa: E731
+            energy = chunk.column("energy").to_numpy() + rng.normal(0, 0.05, n) * chunk.column("nsites").to_numpy()
+            preds.write(pa.table({"frame_id": chunk.column("frame_id"), "material_id": chunk.column("material_id"), "nsites": chunk.column("nsites"),
+                                  "energy": energy, "forces": noisy(forces, 0.05), "stress": noisy(stress, 0.001),
+                                  "strategy": pa.nulls(n, pa.string()), "fold": pa.nulls(n, pa.int32())}, schema=PREDICTIONS_SCHEMA))
+            h = np.array([zlib.crc32(m.encode()) for m in chunk.column("material_id").to_pylist()])
+            roles = np.where(h % 10 < 2, "test", np.where(h % 10 == 2, "val", "train"))
+            cluster = (h // 10) % 5
+            base = {"frame_id": chunk.column("frame_id"), "material_id": chunk.column("material_id"), "fold": pa.array(np.zeros(n, np.int32))}
+            rnd.write(pa.table({**base, "role": pa.array(roles), "cluster": pa.nulls(n, pa.int32())}, schema=split_schema))
+            loco_roles = np.where(cluster == 0, "test", np.where(cluster == 1, "val", "train"))
+            loco.write(pa.table({**base, "role": pa.array(loco_roles), "cluster": pa.array(cluster.astype(np.int32))}, schema=split_schema))
+    return root
+
+
+def run_score(root: Path, params: dict) -> dict:
+    """score_model on a tree from `write_score_inputs`: from the predictions file (streaming API),
+    or, for an older package whose score_model takes a table, from the whole table."""
+    import inspect
+    from types import SimpleNamespace
+
+    import xtalbench.scoring as scoring
+
+    spec = SimpleNamespace(**SCORE_SPEC)
+    path = root / "datasets" / "bench" / "predictions" / "fake.parquet"
+    streaming = "batch_rows" in inspect.signature(scoring.score_model).parameters
+    result = scoring.score_model("bench", spec, str(path) if streaming else pq.read_table(path), params, {}, root=root)
+    test = result["strategies"]["random"]["folds"]["0"]["test"]
+    return {"rows": result["coverage"]["n_predictions"], "api": "streamed" if streaming else "whole table", "package": scoring.__file__,
+            "force_mae_meV_per_A": test["force_mae_meV_per_A"], "metrics_json": str(root / "metrics" / "bench" / "fake.json")}
+
+
 def _child(stage: str, input_path: str, workdir: str) -> None:
     started = time.perf_counter()
     result = run_stage(stage, Path(input_path), Path(workdir))
@@ -299,9 +372,10 @@ def _child(stage: str, input_path: str, workdir: str) -> None:
     print("BENCH " + json.dumps(result), flush=True)
 
 
-def measure(stage: str, input_path: Path, workdir: Path, extra: list[str] | None = None) -> dict:
+def measure(stage: str, input_path: Path, workdir: Path, extra: list[str] | None = None, pythonpath: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", stage, str(input_path), str(workdir), *(extra or [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"stage {stage} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -348,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate-rows", default="20000,100000", help="frame counts for evaluate, comma-separated (memory: flat across sizes)")
     parser.add_argument("--evaluate-supported", type=float, default=0.1, help="share of frames EMT can predict (the rest is skipped)")
     parser.add_argument("--evaluate-executor", default="local", choices=["local", "dask"])
-    parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,evaluate")
+    parser.add_argument("--score-rows", default="100000,300000", help="frame counts for score, comma-separated (memory: flat across sizes)")
+    parser.add_argument("--score-baseline-src", default=None, help="also score with the xtalbench package in this dir (PYTHONPATH), as a baseline")
+    parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,evaluate,score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="keep files here (default: a temporary directory)")
     parser.add_argument("--write", action="store_true", help=f"record the measured rates in {THROUGHPUTS.relative_to(ROOT)}")
@@ -387,6 +463,23 @@ def main(argv: list[str] | None = None) -> int:
                     results[name]["input_mb"] = arrow_mb(source)
                     source.unlink()
                 continue
+            elif stage == "score":
+                sizes = sorted(int(x) for x in str(args.score_rows).split(",") if x.strip())
+                for n in sizes:
+                    n = min(n, args.rows)
+                    root = write_score_inputs(frames, work / f"score_{n}", n if n < args.rows else 0, args.seed)
+                    input_mb = arrow_mb(root / "datasets" / "bench" / "dedup.parquet") + arrow_mb(root / "datasets" / "bench" / "predictions" / "fake.parquet")
+                    variants = [("score", None)] + ([("score-old", args.score_baseline_src)] if args.score_baseline_src else [])
+                    written = []
+                    for label, src in variants:
+                        name = label if n == sizes[-1] else f"{label}@{n}"
+                        print(f"{name}: {n:,} frames ...", flush=True)
+                        results[name] = measure(stage, root, work, pythonpath=src)
+                        results[name]["input_mb"] = input_mb
+                        written.append(Path(results[name]["metrics_json"]).read_bytes())
+                    if len(written) > 1:
+                        print(f"  metrics JSON byte-identical to the baseline's: {written[0] == written[1]}", flush=True)
+                continue
             else:
                 n = min(getattr(args, f"{stage.split('-')[0]}_rows", args.rows), args.rows)
                 source = frames if n >= args.rows else head(frames, work / f"{stage}_input.parquet", n)
@@ -413,6 +506,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"evaluate peak RSS at {n1:,} vs {n0:,} frames ({n1 / n0:.0f}x the input): "
                   f"{results[s1]['peak_mb']:.0f} vs {results[s0]['peak_mb']:.0f} MB, {results[s1]['peak_mb'] / results[s0]['peak_mb']:.2f}x "
                   f"({growth:.2f}x above the baseline)")
+        for label in ("score", "score-old"):
+            runs = sorted((r["rows"], s) for s, r in results.items() if s == label or s.startswith(label + "@"))
+            if len(runs) > 1:
+                (n0, s0), (n1, s1) = runs[0], runs[-1]
+                per_frame = (results[s1]["peak_mb"] - results[s0]["peak_mb"]) * 2**20 / (n1 - n0)
+                print(f"{label} ({results[s1]['api']}) peak RSS at {n1:,} vs {n0:,} frames: {results[s1]['peak_mb']:.0f} vs {results[s0]['peak_mb']:.0f} MB, "
+                      f"{per_frame:.0f} bytes per extra frame (→ {per_frame * 1e6 / 2**30:.2f} GB per 1M frames)")
         over = [s for s, r in results.items() if r["peak_mb"] > 4096]
         print(f"\nall stages under 4 GB peak: {not over}" + (f" (over: {over})" if over else ""))
         if args.write:

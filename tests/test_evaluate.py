@@ -142,8 +142,8 @@ def test_score_model_receives_resolved_spec_predictions_and_throughput(repo, mon
     summary = evaluate_dataset("toy", "emt", PARAMS, Paths("toy"), score=True, progress=False)
     ((dataset, spec, predictions, params, throughput),) = calls
     assert dataset == "toy" and spec.name == "emt" and spec.energy_kind == "total"
-    assert isinstance(predictions, pa.Table) and predictions.num_rows == 4 and params is PARAMS
-    assert predictions.equals(read_table(Paths("toy").predictions("emt")))
+    assert Path(predictions) == Paths("toy").predictions("emt") and params is PARAMS  # scoring streams the file
+    assert read_table(predictions).num_rows == 4
     assert {"device", "device_name", "structures_per_s", "atoms_per_s", "batch_size", "dtype", "torch_version", "threads"} <= set(throughput)
     import torch
 

@@ -179,7 +179,9 @@ def aggregate(stats: Mapping[str, np.ndarray]) -> dict[str, float | None]:
 
 
 def score_model(dataset: str, spec: Any, predictions: Any, params: dict, throughput: dict) -> dict:
-    """Score a model's predictions on every split; see `xtalbench.scoring.score_model`."""
+    """Score a model's predictions on every split; see `xtalbench.scoring.score_model`.
+
+    `predictions`: a table, or the predictions Parquet path (streamed in bounded memory)."""
     from xtalbench.scoring import score_model as _score_model
 
     return _score_model(dataset, spec, predictions, params, throughput)

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from xtalbench.project import Paths, dataset_params, load_params, read_table
+from xtalbench.project import Paths, dataset_params, load_params
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,5 +77,5 @@ def evaluate_dataset(
     if score:
         from xtalbench.metrics import score_model
 
-        summary["metrics"] = score_model(dataset, spec.resolve(dataset), read_table(out), params, t)
+        summary["metrics"] = score_model(dataset, spec.resolve(dataset), out, params, t)  # streamed from the file
     return summary
