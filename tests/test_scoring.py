@@ -337,3 +337,32 @@ def test_total_energy_model_goes_through_mp2020_and_references(mp_ds, kind):
     assert folds["0"]["test"]["recall"] == 1.0 and folds["0"]["test"]["prevalence"] == 1.0
     assert folds["1"]["test"]["recall"] == pytest.approx(1 / 3)
     assert folds["1"]["test"]["false_kill_rate"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.skipif(not REFS.exists(), reason="shared MP reference entries not available")
+def test_corrected_model_energies_lose_their_mp2020_correction_before_the_dft_comparison(tmp_path, monkeypatch):
+    """CHGNet predicts MPtrj's corrected energy (E_DFT + correction); the frames hold raw DFT."""
+    from xtalbench.schema import to_structure
+    from xtalbench.thermo import MP2020FormationEnergy
+
+    monkeypatch.chdir(tmp_path)
+    raw = {"mp-1265": -11.9, "mp-19770": -38.5, "mp-1487": -11.2}  # eV, made-up raw DFT totals
+    frames = [from_structure(s, frame_id=m, material_id=m, source="test", energy=raw[m]) for m, s, _, _ in mp_structures() if m in raw]
+    write_dataset("raw", frames)
+    write_split("raw", "random", frames, {0: {f["material_id"]: "test" for f in frames}}, None)
+    corrections = {f["frame_id"]: MP2020FormationEnergy(REFS).correction(to_structure(f)) for f in frames}
+    assert corrections["mp-19770"] < -1.0 and corrections["mp-1487"] == 0.0  # Fe2O3: oxide + U; NiAl: none
+
+    def table(with_correction: bool) -> pa.Table:
+        rows = [{"frame_id": f["frame_id"], "material_id": f["material_id"], "nsites": f["nsites"],
+                 "energy": f["energy"] + (corrections[f["frame_id"]] if with_correction else 0.0)} for f in frames]
+        return pa.Table.from_pylist(rows, schema=PRED_SCHEMA)
+
+    def mae(kind: str, with_correction: bool) -> float:
+        result = score_model("raw", spec("m", kind=kind), table(with_correction), params(), {})
+        return result["strategies"]["random"]["mean"]["test"]["energy_mae_meV_per_atom"]
+
+    assert mae("chgnet", with_correction=True) == pytest.approx(0.0, abs=1e-9)
+    assert mae("mace-file", with_correction=False) == pytest.approx(0.0, abs=1e-9)
+    expected = 1000 * np.mean([abs(corrections[f["frame_id"]]) / f["nsites"] for f in frames])
+    assert mae("chgnet", with_correction=False) == pytest.approx(expected, rel=1e-9)
