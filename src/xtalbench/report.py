@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from xtalbench.gates import is_number
+from xtalbench.gates import flatten, is_number
 
 DEFAULT_HEADLINE = (
     "energy_mae_meV_per_atom",
@@ -239,7 +239,7 @@ def summarize(inputs: DatasetInputs, config: ReportConfig) -> dict[str, Any]:
             "throughput": _numbers(data.get("throughput")),
         }
     counts = {stage: None if getattr(inputs, stage) is None else
-              {k: v for k, v in _flat_scalars(getattr(inputs, stage)).items() if is_number(v)}
+              {k: v for k, v in flatten(getattr(inputs, stage)).items() if is_number(v)}
               for stage in ("fetch", "dedup", "split")}
     return {"dataset": inputs.name, "counts": counts, "models": models}
 
@@ -301,7 +301,7 @@ def split_folds(card: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]
 
 def _fold_row(figures: Mapping[str, Any]) -> dict[str, Any]:
     """The headline figures of one fold of the split card (the full card: splits/<d>/split_card.md)."""
-    flat = _flat_scalars(figures)
+    flat = flatten(figures)
 
     def first(*suffixes: str) -> Any:
         for suffix in suffixes:
@@ -359,7 +359,7 @@ def dataset_card(inputs: DatasetInputs, summary: Mapping[str, Any]) -> str:
         if data is None:
             rows.append([stage, NOT_COMPUTED])
         else:
-            scalars = {k: v for k, v in _flat_scalars(data).items() if is_number(v)}
+            scalars = {k: v for k, v in flatten(data).items() if is_number(v)}
             rows.append([stage, "; ".join(f"{k}: {fmt(v)}" for k, v in scalars.items()) or "—"])
     lines += md_table(["stage", "counts"], rows)
     lines += _counts_check(inputs)
@@ -475,12 +475,12 @@ def model_card(model: str, spec: Mapping[str, Any] | None, per_dataset: Mapping[
         notes = {k: v for k, v in (metrics.get("notes") or {}).items() if isinstance(v, str)}
         if notes:
             lines += ["", "Metrics not computed, and why:", "", *[f"- `{k}`: {v}" for k, v in sorted(notes.items())]]
-        gap = _flat_scalars(metrics.get("gap"))
+        gap = flatten(metrics.get("gap"))
         if gap:
             lines += ["", "Gap (OOD vs random, with bootstrap CIs):", "", *md_table(["key", "value"], [[f"`{k}`", v] for k, v in gap.items()])]
         lines.append("")
     lines += ["## Throughput and hardware", ""]
-    tp_rows = [[d, f"`{k}`", v] for d, (m, _) in sorted(per_dataset.items()) for k, v in _flat_scalars(m.get("throughput")).items()]
+    tp_rows = [[d, f"`{k}`", v] for d, (m, _) in sorted(per_dataset.items()) for k, v in flatten(m.get("throughput")).items()]
     lines += md_table(["dataset", "key", "value"], tp_rows) if tp_rows else [f"_Throughput: {NOT_COMPUTED}._"]
     lines += ["", "## Known limitations", "", *[f"- {item}" for item in _limitations(spec, per_dataset)]]
     return "\n".join(lines).rstrip() + "\n"
@@ -519,19 +519,7 @@ def _contamination(metrics: Mapping[str, Any]) -> dict[str, Any]:
     block = metrics.get("contamination")
     if not isinstance(block, Mapping):
         return {}
-    return _flat_scalars({k: v for k, v in block.items() if k != "strategies"})
-
-
-def _flat_scalars(data: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(data, Mapping):
-        for k, v in data.items():
-            name = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, Mapping):
-                out.update(_flat_scalars(v, name))
-            elif not isinstance(v, list):
-                out[name] = v
-    return out
+    return flatten({k: v for k, v in block.items() if k != "strategies"})
 
 
 def _intended_use(spec: Mapping[str, Any]) -> str:
