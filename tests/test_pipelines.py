@@ -66,9 +66,8 @@ def test_commands_parse_with_the_pipeline_params(name):
             assert argv[0] == "xtalbench" and argv[1] == stage_name and argv[1] in cli.COMMANDS
             assert argv[argv.index("--params") + 1] == params_file and (ROOT / params_file).exists()
             # the command's own parser accepts the arguments
-            parser = cli.build_parser()
-            module = importlib.import_module(f"xtalbench.commands.{argv[1]}")
-            module.add_arguments(parser._subparsers._group_actions[0].choices[argv[1]])
+            parser, commands = cli.build_parser()
+            importlib.import_module(f"xtalbench.commands.{argv[1]}").add_arguments(commands[argv[1]])
             args = parser.parse_args(argv[1:])
             assert args.params == params_file
             if hasattr(args, "dataset"):

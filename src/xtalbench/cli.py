@@ -26,28 +26,25 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="xtalbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    commands = {}
     for name, help_text in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-        command.set_defaults(_module=f"xtalbench.commands.{name}")
-    return parser
+        commands[name] = sub.add_parser(name, help=help_text, description=help_text)
+        commands[name].add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser, commands
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    # Parse the command name first, then let its module add its own arguments.
+    parser, commands = build_parser()
+    # The command name comes first; only its module is imported, and it adds its own arguments.
     name = next((a for a in argv if not a.startswith("-")), None)
     if name in COMMANDS:
-        module = importlib.import_module(f"xtalbench.commands.{name}")
-        subparser = parser._subparsers._group_actions[0].choices[name]  # type: ignore[union-attr]
-        module.add_arguments(subparser)
+        importlib.import_module(f"xtalbench.commands.{name}").add_arguments(commands[name])
     args = parser.parse_args(argv)
-    module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+    return int(importlib.import_module(f"xtalbench.commands.{args.command}").run(args) or 0)
 
 
 if __name__ == "__main__":
