@@ -247,16 +247,6 @@ class Materials:
     reduced_natoms: np.ndarray | None = None  # atoms in its reduced formula (only if asked for)
 
 
-def group_materials(material_ids: list[str]) -> Materials:
-    """`Materials` of an in-memory list of material ids (no nsites)."""
-    index: dict[str, int] = {}
-    of_row = np.fromiter((index.setdefault(m, len(index)) for m in material_ids), np.int64, len(material_ids))
-    last = np.zeros(len(index), dtype=np.int64)
-    uniq, first_rev = np.unique(of_row[::-1], return_index=True)
-    last[uniq] = len(of_row) - 1 - first_rev
-    return Materials(list(index), last, of_row)
-
-
 def _bar(iterable, progress: bool, **kwargs):
     if not progress:
         return iterable

@@ -276,12 +276,6 @@ def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
-def kv_table(data: Mapping[str, Any] | None, what: str) -> list[str]:
-    if not data:
-        return [f"_{what}: {NOT_COMPUTED}._"]
-    return md_table(["key", "value"], [[f"`{k}`", v] for k, v in data.items()])
-
-
 # --- dataset card ------------------------------------------------------------------------------
 
 def split_folds(card: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -58,7 +58,6 @@ FRAMES_SCHEMA = pa.schema(
     ]
 )
 COLUMNS = FRAMES_SCHEMA.names
-LABELS = ("energy", "forces", "stress", "magmoms", "formation_energy_per_atom", "e_above_hull", "band_gap")
 
 QUARANTINE_SCHEMA = pa.schema(
     [

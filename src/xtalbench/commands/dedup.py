@@ -11,8 +11,6 @@ import csv
 import io
 import time
 
-HELP = "MD-HIT-style near-duplicate removal"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="dataset name in params.yaml `datasets`")

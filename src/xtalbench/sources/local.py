@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from xtalbench.schema import FrameError, Rejected, from_structure, make_frame
+from xtalbench.schema import FrameError, Rejected, from_atoms, from_structure, make_frame
 from xtalbench.sources.units import stress_to_ase
 
 SUFFIX_FORMATS = {".extxyz": "extxyz", ".xyz": "extxyz", ".cif": "cif", ".json": "json", ".parquet": "parquet"}
@@ -99,18 +98,14 @@ def _extxyz_frame(atoms, index: int, path: Path, config: dict, stress_unit: str,
         stress = _label(atoms, config.get("stress_key"), "stress")
         if stress is not None:
             stress = stress_to_ase(stress, stress_unit, frame_id)
-        return make_frame(
+        return from_atoms(
+            atoms,
             frame_id=frame_id,
             material_id=material_id,
             source=source,
-            lattice=atoms.cell.array,
-            numbers=atoms.numbers,
-            positions=atoms.positions,
-            pbc=atoms.pbc,
             energy=energy,
             forces=forces,
             stress=stress,
-            magmoms=atoms.get_initial_magnetic_moments() if atoms.has("initial_magmoms") else None,
             trajectory_id=info.get(config.get("trajectory_id_key", "trajectory_id"), material_id),
             frame_index=None if frame_index is None else int(frame_index),
             meta={k: info[k] for k in config.get("meta_keys", []) if k in info},
