@@ -1,42 +1,47 @@
 """Scale benchmark: time and peak memory of each stage on a generated MPtrj-shaped frames table.
 
-    .venv/bin/python benchmarks/bench_scale.py --rows 1000000          # the issue's target size
-    .venv/bin/python benchmarks/bench_scale.py --rows 100000 --write   # quick; records throughputs
+    .venv/bin/python benchmarks/bench_scale.py --rows 1000000 --dedup-level composition \
+        --evaluate-rows 100000,1000000 --score-rows 300000,1000000 --write   # the issue's 1M run (~1.5 h)
+    .venv/bin/python benchmarks/bench_scale.py --rows 20000 --evaluate-rows 10000,20000 --score-rows 10000,20000  # quick
 
-Generates `--rows` frames in the MPtrj shape (FRAMES_SCHEMA; 1-40 atoms, ~11 frames per material,
-forces, stress, magmoms; values derived from `--seed`), written row group by row group, never
-all in memory. Then runs each stage that exists in its own subprocess and reports wall time,
-rows/s and peak RSS (the child's own `ru_maxrss`, plus any children it waited for):
+Generates `--rows` frames in the MPtrj shape (FRAMES_SCHEMA; 1-40 atoms of 62 elements, ~11
+frames per material, forces, stress, magmoms; values derived from `--seed`), written row group by
+row group, never all in memory. Then runs each stage in its own subprocess, on all `--rows` frames
+unless a `--<stage>-rows` says fewer, with the dedup, featurize and split settings of `--params`
+(default: the MPtrj pipeline's), and reports wall time, rows/s, peak RSS (the child's own
+`ru_maxrss`, plus any children it waited for) and the size of what it wrote:
 
 - generate   writing the table itself (bounded: one row group at a time)
 - fetch      the real fetch stage (`mptrj` source: ijson stream-parse + validation + Parquet sink)
-             over an MPtrj-shaped JSON of the first `--fetch-rows` frames
+             over an MPtrj-format JSON of the first `--fetch-rows` frames
 - dedup      the real stage, `dedup.dedup_file` (streamed: frames.parquet → dedup.parquet + clusters)
-             on `--dedup-rows`, at `--dedup-level` (default: params, composition + XRD structure;
-             XRD costs ~12 ms per material, so use `composition` for 1M frames)
+             at `--dedup-level` (default: params; XRD costs ~12 ms per material, so 1M frames
+             run at `composition`, the level whose memory grows with the table)
 - dedup-table  the same selection on the whole table read into memory (`pq.read_table` +
              `run_dedup`): the in-run baseline showing what streaming saves (add it to --stages)
-- featurize  the real `featurize.featurize_file` (SOAP mu1nu1 + composition) on `--featurize-rows`,
-             streamed through `parallel.map_row_groups`
+- featurize  the real `featurize.featurize_file` (SOAP + composition), streamed through
+             `parallel.map_row_groups` in-process (one process, so its peak RSS is the stage's)
+- split      the real `splits.stage.run_split` (kernel-PCA map fitted on one frame per material,
+             LOCO + random, split card, map plot) on featurize's output
 - evaluate   the real stage, `evaluate.evaluate` (select → map_row_groups → collect), with the `emt`
              model (models/emt.yaml: ASE EMT, a cheap real model) on each size of `--evaluate-rows`
-             (default 20,000 and 100,000, so the table shows that peak RSS stays flat as the input
-             grows; the smaller size must predict at least one full `compute.chunk_rows` chunk,
-             else it never reaches the per-chunk footprint and looks deceptively small). EMT knows 11 elements, so each row group is `--evaluate-supported` (default
-             0.1) EMT-only frames and the rest broad-pool frames, which the stage mostly writes to
-             the skipped file (bounded time: ~10% of frames pay for inference; every frame is
-             read, checked and written). `--evaluate-executor dask` runs the map on a LocalCluster.
+             (so the table shows whether peak RSS stays flat as the input grows; the smaller size
+             must predict at least one full `compute.chunk_rows` chunk). EMT knows 11 elements, so
+             each row group is `--evaluate-supported` (default 0.1) EMT-only frames and the rest
+             broad-pool frames, which the stage writes to the skipped file (every frame is read,
+             checked and written; ~10% pay for inference). `--evaluate-executor dask` runs the
+             map on a LocalCluster.
 - score      the scoring step of evaluate, `scoring.score_model` (predictions + dedup.parquet +
-             split files → metrics JSON and parity plots), on each size of `--score-rows` (default
-             100,000 and 300,000): the generated frames are the labels, fake predictions are labels
-             + seeded noise (written row group by row group), with a random and a LOCO-like split
-             (1 fold each). `--score-baseline-src DIR` also runs a copy of an older `xtalbench`
-             package (DIR on PYTHONPATH; whole-table API) on the same inputs, as the in-run baseline.
+             split files → metrics JSON and parity plots), on each size of `--score-rows`: the
+             generated frames are the labels, fake predictions are labels + seeded noise, with a
+             random and a LOCO-like split (1 fold each). `--score-baseline-src DIR` also runs a
+             copy of an older `xtalbench` package (DIR on PYTHONPATH) as the in-run baseline.
 - baseline   a child that only imports the stack: the memory floor every stage pays
 
 The table shows each stage's peak RSS, the same minus the baseline, and the ratio of the peak to
 the size of the table it read held in memory (Arrow, uncompressed): well below 1 means the stage
-streamed. `--write` stores rates and peaks in benchmarks/throughputs.json (`xtalbench plan` reads it).
+streamed. Results go to `<workdir>/results.json`; `--write` stores rates and peaks in
+benchmarks/throughputs.json (`xtalbench plan` reads it).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PARAMS = "pipelines/mptrj/params.yaml"  # dedup, featurize and split settings of the MPtrj benchmark
 THROUGHPUTS = ROOT / "benchmarks" / "throughputs.json"
 # Elements the EMT stand-in model knows, and a broader pool for the rest (MPtrj has 89).
 EMT_ELEMENTS = [1, 6, 7, 8, 13, 28, 29, 46, 47, 78, 79]
@@ -246,7 +252,7 @@ def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
     """Run one stage in this process; returns what it processed."""
     import yaml
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / os.environ.get("XTALBENCH_BENCH_PARAMS", DEFAULT_PARAMS)).read_text())
     if stage == "baseline":
         import xtalbench.dedup  # noqa: F401
         import xtalbench.featurize  # noqa: F401
@@ -261,7 +267,7 @@ def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
 
         config = {"source": "mptrj", "path": str(input_path), "progress": False}
         summary = fetch("bench", config, Paths("bench", root=workdir))
-        return {"rows": int(summary["read"]), "kept": int(summary["kept"])}
+        return {"rows": int(summary["read"]), "kept": int(summary["kept"]), "output_mb": Paths("bench", root=workdir).frames.stat().st_size / 2**20}
     if stage == "score":
         return run_score(input_path, params)
     table_rows = pq.ParquetFile(input_path).metadata.num_rows
@@ -275,13 +281,28 @@ def run_stage(stage: str, input_path: Path, workdir: Path) -> dict:
             metrics = dedup_file(input_path, workdir / "dedup.parquet", workdir / "dedup_clusters.parquet", cfg)
         else:
             _, _, metrics = run_dedup(pq.read_table(input_path), cfg)
-        return {"rows": table_rows, "kept": metrics["kept"]["frames"], "materials": metrics["read"]["materials"], "level": cfg["level"]}
+        out_mb = (workdir / "dedup.parquet").stat().st_size / 2**20 if stage == "dedup" else 0.0
+        return {"rows": table_rows, "kept": metrics["kept"]["frames"], "materials": metrics["read"]["materials"], "level": cfg["level"], "output_mb": out_mb}
     if stage == "featurize":
         from xtalbench.featurize import featurize_file
+        from xtalbench.project import Paths
 
-        summary = featurize_file(input_path, workdir / "features.parquet", params["featurize"], quarantine=workdir / "fq.parquet",
+        target = Paths("bench", root=workdir).features
+        target.parent.mkdir(parents=True, exist_ok=True)
+        summary = featurize_file(input_path, target, params["featurize"], quarantine=workdir / "fq.parquet",
                                  compute={"executor": "local"}, progress=False)
-        return {"rows": int(summary["rows_read"])}
+        return {"rows": int(summary["rows_read"]), "n_features": summary["soap"]["n_features"], "output_mb": target.stat().st_size / 2**20}
+    if stage == "split":
+        from xtalbench.project import Paths
+        from xtalbench.splits.stage import run_split
+
+        paths = Paths("bench", root=workdir)
+        if not paths.features.exists():
+            raise SystemExit("split reads the featurize stage's output: run featurize first (--stages ...,featurize,split)")
+        metrics = run_split("bench", paths, params, input_path)
+        loco = metrics["strategies"].get("loco", {})
+        return {"rows": int(metrics["input"]["featurized"]), "strategies": sorted(metrics["strategies"]),
+                "loco_clusters": loco.get("cluster_sizes"), "output_mb": sum(f.stat().st_size for f in paths.splits_dir.glob("*.parquet")) / 2**20}
     if stage == "evaluate":
         from xtalbench.evaluate import evaluate
         from xtalbench.models import load_spec
@@ -414,22 +435,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="frames in the generated table (default 1,000,000)")
-    parser.add_argument("--fetch-rows", type=int, default=20_000, help="frames in the MPtrj JSON the fetch stage parses")
-    parser.add_argument("--dedup-rows", type=int, default=20_000)
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help=f"params file for dedup, featurize and split (default {DEFAULT_PARAMS})")
+    parser.add_argument("--fetch-rows", type=int, default=None, help="frames in the MPtrj JSON the fetch stage parses (default --rows)")
+    parser.add_argument("--dedup-rows", type=int, default=None, help="default --rows")
     parser.add_argument("--dedup-level", default=None, help="composition | structure | both (default: params dedup.level)")
-    parser.add_argument("--featurize-rows", type=int, default=3_000)
+    parser.add_argument("--featurize-rows", type=int, default=None, help="default --rows; split runs on the same frames")
     parser.add_argument("--evaluate-rows", default="20000,100000", help="frame counts for evaluate, comma-separated (memory: flat across sizes)")
     parser.add_argument("--evaluate-supported", type=float, default=0.1, help="share of frames EMT can predict (the rest is skipped)")
     parser.add_argument("--evaluate-executor", default="local", choices=["local", "dask"])
     parser.add_argument("--score-rows", default="100000,300000", help="frame counts for score, comma-separated (memory: flat across sizes)")
     parser.add_argument("--score-baseline-src", default=None, help="also score with the xtalbench package in this dir (PYTHONPATH), as a baseline")
-    parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,evaluate,score")
+    parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,split,evaluate,score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="keep files here (default: a temporary directory)")
     parser.add_argument("--write", action="store_true", help=f"record the measured rates in {THROUGHPUTS.relative_to(ROOT)}")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     os.environ["XTALBENCH_BENCH_EVALUATE_EXECUTOR"] = args.evaluate_executor  # read by the evaluate children
+    os.environ["XTALBENCH_BENCH_PARAMS"] = args.params  # read by every child
     if args.dedup_level:
         os.environ["XTALBENCH_BENCH_DEDUP_LEVEL"] = args.dedup_level  # read by the dedup children
 
@@ -449,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[stage]["input_mb"] = 0.0
                 continue
             if stage == "fetch":
-                n = min(args.fetch_rows, args.rows)
+                n = min(args.fetch_rows or args.rows, args.rows)
                 source = write_mptrj_json(frames, work / "mptrj.json", n)
                 input_mb = source.stat().st_size / 2**20
             elif stage == "evaluate":
@@ -480,8 +503,11 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  metrics JSON byte-identical to the baseline's: {written[0] == written[1]}", flush=True)
                 continue
             else:
-                n = min(getattr(args, f"{stage.split('-')[0]}_rows", args.rows), args.rows)
-                source = frames if n >= args.rows else head(frames, work / f"{stage}_input.parquet", n)
+                key = "featurize" if stage == "split" else stage.split("-")[0]  # split reads featurize's output
+                n = min(getattr(args, f"{key}_rows", None) or args.rows, args.rows)
+                source = frames if n >= args.rows else work / f"{key}_input.parquet"
+                if not source.exists():
+                    head(frames, source, n)
                 input_mb = arrow_mb(source)
             print(f"{stage}: {n:,} frames ...", flush=True)
             results[stage] = measure(stage, source, work)
@@ -489,11 +515,17 @@ def main(argv: list[str] | None = None) -> int:
         results["generate"]["input_mb"] = arrow_mb(frames)
         baseline = results.get("baseline", {}).get("peak_mb", 0.0)
         print()
-        print(f"{'stage':<10}{'frames':>10}{'time s':>9}{'frames/s':>10}{'peak RSS MB':>13}{'- baseline':>12}{'input MB':>10}{'peak/input':>11}")
+        print(f"{'stage':<16}{'frames':>10}{'time s':>9}{'frames/s':>10}{'peak RSS MB':>13}{'- baseline':>12}{'input MB':>10}{'peak/input':>11}{'out MB':>9}")
         for stage, r in results.items():
             rate = r["rows"] / r["seconds"] if r["rows"] and r["seconds"] else float("nan")
             ratio = r["peak_mb"] / r["input_mb"] if r.get("input_mb") else float("nan")
-            print(f"{stage:<10}{r['rows']:>10,}{r['seconds']:>9.1f}{rate:>10.1f}{r['peak_mb']:>13.0f}{r['peak_mb'] - baseline:>12.0f}{r.get('input_mb', 0):>10.0f}{ratio:>11.2f}")
+            out = f"{r['output_mb']:>9.0f}" if r.get("output_mb") is not None else f"{'':>9}"
+            print(f"{stage:<16}{r['rows']:>10,}{r['seconds']:>9.1f}{rate:>10.1f}{r['peak_mb']:>13.0f}{r['peak_mb'] - baseline:>12.0f}{r.get('input_mb', 0):>10.0f}{ratio:>11.2f}{out}")
+        if "featurize" in results:
+            print(f"featurize: {results['featurize']['n_features']:,} SOAP columns ({args.params}); "
+                  f"features on disk {results['featurize']['output_mb'] / max(1, results['featurize']['rows']) * 2**20 / 1024:.1f} KB per frame")
+        if "split" in results:
+            print(f"split: strategies {results['split']['strategies']}, LOCO cluster sizes (frames) {results['split']['loco_clusters']}")
         runs = sorted((r["rows"], s) for s, r in results.items() if s.startswith("evaluate"))
         for _, s in runs:
             r = results[s]
@@ -514,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{per_frame:.0f} bytes per extra frame (→ {per_frame * 1e6 / 2**30:.2f} GB per 1M frames)")
         over = [s for s, r in results.items() if r["peak_mb"] > 4096]
         print(f"\nall stages under 4 GB peak: {not over}" + (f" (over: {over})" if over else ""))
+        (work / "results.json").write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=2) + "\n")
         if args.write:
             record(results, args)
     return 0
@@ -525,15 +558,27 @@ def record(results: dict[str, dict], args: argparse.Namespace) -> None:
     command = "benchmarks/bench_scale.py " + " ".join(a for a in sys.argv[1:] if a != "--write")
     data["command"] = command
     stamp = time.strftime("%Y-%m-%d")
-    mapping = {"fetch": "fetch", "dedup": "dedup", "featurize": "featurize", "generate": "generate"}
-    for stage, key in mapping.items():
+    baseline = results.get("baseline", {}).get("peak_mb", 0.0)
+    for stage in ("fetch", "dedup", "featurize", "split"):
         r = results.get(stage)
         if not r or not r["rows"]:
             continue
-        entry = data["stages"].setdefault(key, {})
-        entry["rate_per_s"] = round(r["rows"] / r["seconds"], 1)
-        entry["peak_mb"] = round(r["peak_mb"])
-        entry["source"] = f"measured here {stamp}, bench_scale.py ({r['rows']:,} frames)"
+        entry = data["stages"].setdefault(stage, {})
+        measured = {"rate_per_s": round(r["rows"] / r["seconds"], 1), "peak_mb": round(r["peak_mb"]),
+                    "source": f"measured here {stamp}: {command} ({r['rows']:,} frames, {args.params})"}
+        if stage == "dedup" and args.dedup_level:  # plan estimates the params' level, not an override
+            print(f"not recording dedup: --dedup-level {args.dedup_level} overrides the params' level")
+            continue
+        if stage == "featurize":  # the rate depends on the SOAP size: one entry per n_max x l_max
+            import yaml
+
+            soap = (yaml.safe_load((ROOT / args.params).read_text())["featurize"] or {}).get("soap") or {}
+            entry.setdefault("by_soap", {})[f"{soap.get('n_max', 8)}x{soap.get('l_max', 6)}"] = measured
+            continue
+        if stage == "split":  # linear memory bound from this run: the frame metadata grows with rows
+            entry.pop("fixed_seconds", None)
+            measured["memory"] = {"base_mb": round(baseline), "mb_per_row": round((r["peak_mb"] - baseline) / r["rows"], 5)}
+        entry.update(measured)
     r = results.get("evaluate")
     if r and r["rows"]:
         models = data["stages"].setdefault("evaluate", {}).setdefault("models", {})

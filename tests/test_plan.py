@@ -142,3 +142,17 @@ def test_cli_prints_table_and_errors(tmp_path, capsys, monkeypatch):
     bad.write_text(json.dumps(throughputs()))
     with pytest.raises(SystemExit, match="xtalbench plan: stage 'train' has no measured throughput"):
         cli.main(["plan", ".", "--rows", "1000", "--throughputs", str(bad)])  # --rows: no frames.parquet needed
+
+
+def test_featurize_rate_follows_the_soap_size(tmp_path):
+    data = throughputs()
+    data["stages"]["featurize"]["by_soap"] = {"4x3": {"rate_per_s": 1000.0, "peak_mb": 700, "source": "small soap"}}
+    folder = make_pipeline(tmp_path)
+    default = by_stage(estimate(folder, data))["featurize"]
+    assert default.seconds == pytest.approx(5_000 / 250)  # 8x6 (the default size) has no variant: the stage rate
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["featurize"] = {"soap": {"n_max": 4, "l_max": 3}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    small = by_stage(estimate(folder, data))["featurize"]
+    assert small.seconds == pytest.approx(5_000 / 1000)
+    assert small.peak_mb == 700 and "small soap" in small.notes[0]

@@ -134,6 +134,18 @@ def _rate(entry: dict[str, Any], stage: str, model: str | None) -> tuple[float, 
     return float(m["rate_per_s"]), float(m.get("peak_mb", entry.get("peak_mb", 0.0))), str(m.get("source", "?"))
 
 
+def soap_size(params: dict[str, Any]) -> str:
+    """`n_max x l_max` of the featurize SOAP: the featurize rate depends on it (by_soap entries)."""
+    soap = (params.get("featurize") or {}).get("soap") or {}
+    return f"{soap.get('n_max', 8)}x{soap.get('l_max', 6)}"
+
+
+def _for_params(entry: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The entry's measurement for these params: its `by_soap` variant when one matches."""
+    variant = (entry.get("by_soap") or {}).get(soap_size(params))
+    return {**entry, **variant} if variant else entry
+
+
 def _lookup(params: dict[str, Any], key: str) -> Any:
     value: Any = params
     for part in key.split("."):
@@ -187,7 +199,7 @@ def estimate(
 
     estimates = []
     for stage in _stage_names(dvc_yaml):
-        entry = _stage_entry(stage, throughputs)
+        entry = _for_params(_stage_entry(stage, throughputs), params)
         est = StageEstimate(stage, 0, 0.0, 0.0)
         for dataset in _stage_datasets(stage, entry, params, sizes):
             n = sizes[dataset] if entry.get("input", "frames") == "frames" else round(sizes[dataset] * keep)

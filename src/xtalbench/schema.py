@@ -323,16 +323,14 @@ def closest_pair(cell: np.ndarray, cart: np.ndarray, pbc: np.ndarray, cutoff: fl
     frac[:, pbc] %= 1.0
     wrapped = frac @ cell
     diff = wrapped[:, None, :] - wrapped[None, :, :]
-    best: tuple[int, int, float] | None = None
-    for shift in _SHIFTS[(_SHIFTS[:, ~pbc] == 0).all(axis=1)]:
-        dist = np.sqrt(((diff + shift @ cell) ** 2).sum(axis=-1))
-        if not shift.any():
-            np.fill_diagonal(dist, np.inf)
-        k = int(np.argmin(dist))
-        i, j = divmod(k, len(cart))
-        if dist[i, j] < cutoff and (best is None or dist[i, j] < best[2]):
-            best = (min(i, j), max(i, j), float(dist[i, j]))
-    return best
+    shifts = _SHIFTS[(_SHIFTS[:, ~pbc] == 0).all(axis=1)]
+    # all image shifts at once: (shifts, n, n) squared distances; the first minimum wins, as in a loop over shifts
+    d2 = ((diff[None] + (shifts @ cell)[:, None, None, :]) ** 2).sum(axis=-1)
+    zero = int(np.flatnonzero(~shifts.any(axis=1))[0])
+    d2[zero][np.diag_indices(len(cart))] = np.inf
+    s, i, j = np.unravel_index(int(np.argmin(d2)), d2.shape)
+    d = float(np.sqrt(d2[s, i, j]))
+    return (int(min(i, j)), int(max(i, j)), d) if d < cutoff else None
 
 
 _SHIFTS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], dtype=np.float64)

@@ -96,7 +96,11 @@ class KernelMap:
             from sklearn.decomposition import PCA
 
             self.nystroem_ = Nystroem(kernel="rbf", gamma=self.gamma_, n_components=m, random_state=self.random_state).fit(L)
-            F = np.concatenate([self.nystroem_.transform(self._scale(X)) for X in _select(source, rows)]).astype(np.float32)
+            F = np.empty((n, m), dtype=np.float32)  # filled chunk by chunk: no float64 copy of all fit rows
+            done = 0
+            for X in _select(source, rows):
+                F[done : done + len(X)] = self.nystroem_.transform(self._scale(X))
+                done += len(X)
             k = min(self.n_components, F.shape[1], n - 1)
             self.pca_ = PCA(n_components=k, svd_solver="randomized", random_state=self.random_state).fit(F)
             self.method_ = f"nystroem({m} landmarks) + PCA"
