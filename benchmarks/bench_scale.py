@@ -189,6 +189,9 @@ def head(source: Path, target: Path, rows: int) -> Path:
 def write_mptrj_json(source: Path, target: Path, rows: int) -> Path:
     """An MPtrj-format JSON ({mp-id: {frame-id: {structure, energies, force, stress (kBar), ...}}})
     of the first `rows` frames, written material by material."""
+    from ase.data import chemical_symbols
+    from ase.units import GPa
+
     from xtalbench.parallel import iter_chunks
 
     done, current, first_material = 0, None, True
@@ -205,12 +208,10 @@ def write_mptrj_json(source: Path, target: Path, rows: int) -> Path:
                 n = row["nsites"]
                 lattice = np.asarray(row["lattice"]).reshape(3, 3)
                 inv = np.linalg.inv(lattice)
-                from ase.data import chemical_symbols
-
                 sites = [{"species": [{"element": chemical_symbols[z], "occu": 1}], "abc": (np.asarray(p) @ inv).tolist(), "xyz": list(p), "label": chemical_symbols[z], "properties": {}}
                          for z, p in zip(row["numbers"], np.asarray(row["positions"]).reshape(n, 3).tolist())]
                 s = row["stress"]
-                stress_kbar = (-10.0 / 0.006241509) * np.array([[s[0], s[5], s[4]], [s[5], s[1], s[3]], [s[4], s[3], s[2]]])
+                stress_kbar = (-10.0 / GPa) * np.array([[s[0], s[5], s[4]], [s[5], s[1], s[3]], [s[4], s[3], s[2]]])
                 record = {
                     "structure": {"@module": "pymatgen.core.structure", "@class": "Structure", "charge": 0,
                                   "lattice": {"matrix": lattice.tolist(), "pbc": [True, True, True]}, "properties": {}, "sites": sites},
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,split,evaluate,score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="keep files here (default: a temporary directory)")
-    parser.add_argument("--write", action="store_true", help=f"record the measured rates in {THROUGHPUTS.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true", help="record the measured rates in benchmarks/throughputs.json")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     os.environ["XTALBENCH_BENCH_EVALUATE_EXECUTOR"] = args.evaluate_executor  # read by the evaluate children
