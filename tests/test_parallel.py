@@ -174,6 +174,29 @@ def test_owned_local_cluster_from_params(frames_path, tmp_path):
     assert remote.read_bytes() == local.read_bytes()
 
 
+def worker_chunk(table: pa.Table) -> pa.Table:
+    """Which Dask worker ran each row."""
+    from distributed import get_worker
+
+    return pa.table({"frame_id": table["frame_id"], "worker": pa.array([get_worker().address] * table.num_rows)})
+
+
+def test_existing_cluster_from_scheduler_address(frames_path, tmp_path, client):
+    """executor: dask with `scheduler_address` runs on that cluster (the fixture's, reached by address only)."""
+    table = pq.read_table(frames_path).slice(0, 30)
+    local, remote = tmp_path / "local.parquet", tmp_path / "remote.parquet"
+    map_row_groups(table, geometry_chunk, local, GEOMETRY_SCHEMA, chunk_rows=7, progress=False)
+    options = compute_options({"compute": {"executor": "dask", "scheduler_address": client.scheduler.address, "chunk_rows": 7}})
+    result = map_row_groups(table, geometry_chunk, remote, GEOMETRY_SCHEMA, progress=False, **options)
+    assert result.executor == "dask" and result.chunks == 5
+    assert remote.read_bytes() == local.read_bytes()
+    where = tmp_path / "workers.parquet"
+    map_row_groups(table, worker_chunk, where, pa.schema([("frame_id", pa.string()), ("worker", pa.string())]), progress=False, **options)
+    used = set(pq.read_table(where).column("worker").to_pylist())
+    assert used and used <= set(client.scheduler_info()["workers"])  # its workers did the work
+    assert len(client.scheduler_info()["workers"]) == 2  # and the cluster is left running
+
+
 def test_schema_mismatch_is_a_clear_error(frames_path, tmp_path):
     wrong = pa.schema([pa.field("frame_id", pa.string()), pa.field("not_there", pa.float64())])
     with pytest.raises(ChunkError, match=r"chunk 0 .*lacks column\(s\) \['not_there'\]"):
