@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from xtalbench import cli
-from xtalbench.plan import PlanError, estimate, format_plan, load_throughputs
+from xtalbench.plan import PlanError, dask_workers, estimate, format_plan, load_throughputs, soap_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,8 @@ def test_rates_and_keep_fraction(tmp_path):
     assert stages["evaluate"].peak_mb == 3000
 
 
-def test_dask_workers_and_gpu_assumption(tmp_path):
+def test_dask_workers_and_gpu_assumption(tmp_path, monkeypatch):
+    monkeypatch.setattr("xtalbench.plan.os.cpu_count", lambda: 8)
     cpu = by_stage(estimate(make_pipeline(tmp_path / "1"), throughputs()))
     dask = by_stage(estimate(make_pipeline(tmp_path / "2", executor="dask", workers=4), throughputs()))
     gpu = estimate(make_pipeline(tmp_path / "3", device="cuda"), throughputs())
@@ -123,8 +124,9 @@ def test_real_pipelines_with_recorded_throughputs(pipeline, monkeypatch):
         stages = by_stage(plan)
         keep = params["plan"]["dedup_keep_fraction"]
         kept = round(sum(plan.datasets.values()) * keep)
-        rate = recorded["stages"]["featurize"]["rate_per_s"]
-        workers = params["compute"]["n_workers"]
+        featurize = recorded["stages"]["featurize"]
+        rate = (featurize.get("by_soap") or {}).get(soap_size(params), featurize)["rate_per_s"]
+        workers = dask_workers(params["compute"])[0]  # LocalCluster: at most this machine's cores
         assert stages["featurize"].seconds == pytest.approx(kept / rate / workers)
         models = recorded["stages"]["evaluate"]["models"]
         expected = sum(kept / models[m]["rate_per_s"] for m in params["evaluate"]["models"]) / workers
@@ -156,3 +158,16 @@ def test_featurize_rate_follows_the_soap_size(tmp_path):
     small = by_stage(estimate(folder, data))["featurize"]
     assert small.seconds == pytest.approx(5_000 / 1000)
     assert small.peak_mb == 700 and "small soap" in small.notes[0]
+
+
+def test_local_cluster_workers_capped_at_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setattr("xtalbench.plan.os.cpu_count", lambda: 2)
+    local = estimate(make_pipeline(tmp_path / "1", executor="local"), throughputs())
+    capped = estimate(make_pipeline(tmp_path / "2", executor="dask", workers=4), throughputs())
+    assert by_stage(capped)["featurize"].seconds == pytest.approx(by_stage(local)["featurize"].seconds / 2)
+    assert any("n_workers 4 but a LocalCluster here has 2 cores" in n for n in capped.notes)
+    remote = make_pipeline(tmp_path / "3", executor="dask", workers=4)
+    params = yaml.safe_load((remote / "params.yaml").read_text())
+    params["compute"]["scheduler_address"] = "tcp://cluster:8786"  # an existing cluster: its workers count
+    (remote / "params.yaml").write_text(yaml.safe_dump(params))
+    assert by_stage(estimate(remote, throughputs()))["featurize"].seconds == pytest.approx(by_stage(local)["featurize"].seconds / 4)

@@ -12,6 +12,7 @@ stages and `base_mb + rows × mb_per_row` for the ones that hold a matrix (split
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,18 @@ def _stage_datasets(stage: str, entry: dict[str, Any], params: dict[str, Any], s
     return [d for d in (_lookup(params, key) or []) if d in sizes]
 
 
+def dask_workers(compute: dict[str, Any]) -> tuple[int, str | None]:
+    """How many chunks run at once: 1 in-process; `n_workers` on Dask, at most this machine's
+    cores when the cluster is a LocalCluster started here (no `scheduler_address`)."""
+    if compute.get("executor") != "dask":
+        return 1, None
+    workers = int(compute.get("n_workers", 1))
+    cores = os.cpu_count() or 1
+    if not compute.get("scheduler_address") and workers > cores:
+        return cores, f"compute.n_workers {workers} but a LocalCluster here has {cores} cores: parallel stages ÷{cores}"
+    return workers, None
+
+
 def estimate(
     target: str | Path,
     throughputs: dict[str, Any] | None = None,
@@ -194,7 +207,7 @@ def estimate(
         size_notes.append(f"{name}: {sizes[name]:,} frames ({origin})")
     resolved, device_note = _resolve_device(params, device)
     keep = float((params.get("plan") or {}).get("dedup_keep_fraction", assumptions.get("dedup_keep_fraction", 1.0)))
-    workers = int((params.get("compute") or {}).get("n_workers", 1)) if (params.get("compute") or {}).get("executor") == "dask" else 1
+    workers, workers_note = dask_workers(params.get("compute") or {})
     gpu = assumptions.get("gpu_speedup") or {}
 
     estimates = []
@@ -234,7 +247,7 @@ def estimate(
                 if note not in est.notes:
                     est.notes.append(note)
         estimates.append(est)
-    notes = size_notes + ([device_note] if device_note else []) + (
+    notes = size_notes + [n for n in (device_note, workers_note) if n] + (
         [f"dedup keeps {keep:.0%} of frames (plan.dedup_keep_fraction or assumption)"] if keep != 1.0 else []
     )
     return Plan(dvc_yaml, params_path, resolved, sizes, estimates, notes)
