@@ -96,3 +96,19 @@ def test_output_is_byte_identical_whatever_the_chunking(frames_path, tmp_path):
     featurize_file(frames_path, a, SMALL, tmp_path / "qa.parquet", compute={"chunk_rows": 7}, progress=False)
     featurize_file(frames_path, b, SMALL, tmp_path / "qb.parquet", compute={"chunk_rows": 64}, progress=False)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_row_groups_are_bounded_in_bytes_not_rows(frames_path, tmp_path, monkeypatch):
+    from xtalbench.featurize import output_schema, row_group_rows
+
+    assert row_group_rows(output_schema(39_872, None)) == 420  # MPtrj's 89 species at n_max 8, l_max 6: 64 MiB groups
+    assert row_group_rows(output_schema(10, None)) == 10_000  # narrow features: the usual row count
+    whole = tmp_path / "whole.parquet"
+    featurize_file(frames_path, whole, SMALL, tmp_path / "q1.parquet", progress=False)
+    width = pq.read_schema(whole).field("soap").type.list_size
+    monkeypatch.setattr("xtalbench.featurize.ROW_GROUP_BYTES", 6 * width * 4)
+    bounded = tmp_path / "bounded.parquet"
+    featurize_file(frames_path, bounded, SMALL, tmp_path / "q2.parquet", compute={"chunk_rows": 16}, progress=False)
+    meta = pq.ParquetFile(bounded).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [6] * 6 + [4]
+    assert pq.read_table(bounded).equals(pq.read_table(whole))

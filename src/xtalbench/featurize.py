@@ -28,6 +28,17 @@ from xtalbench.schema import QUARANTINE_SCHEMA, Rejected, element_symbol, to_ato
 INPUT_COLUMNS = ["frame_id", "material_id", "numbers", "positions", "lattice", "pbc"]
 SOAP_KEYS = ("r_cut", "n_max", "l_max", "sigma", "compression", "average", "dtype", "n_jobs", "chunk_size")
 UNAVAILABLE = "xtalbench.descriptors.composition is not available"
+ROW_GROUP_BYTES = 64 * 2**20  # target uncompressed size of one output row group
+
+
+def row_group_rows(schema: pa.Schema) -> int:
+    """Rows per output row group: at most ROW_GROUP_BYTES of feature values. A fixed row count
+    would not bound memory: 10,000 rows of 89-species SOAP (n_max 8, l_max 6) are 1.6 GB, and
+    the writer and every reader hold a whole row group."""
+    from xtalbench.project import ROW_GROUP_SIZE
+
+    width = sum(f.type.list_size * f.type.value_type.bit_width // 8 for f in schema if pa.types.is_fixed_size_list(f.type))
+    return max(1, min(ROW_GROUP_SIZE, ROW_GROUP_BYTES // max(1, width)))
 
 
 def dataset_species(path: str | Path) -> list[str]:
@@ -170,7 +181,7 @@ def featurize_file(
     options.setdefault("chunk_rows", int(params.get("chunk_rows", 512)))
     result = map_row_groups(
         source, partial(featurize_chunk, soap=soap, composition=composition), target, schema,
-        columns=columns, progress=progress, desc="featurize", **options,
+        columns=columns, progress=progress, desc="featurize", row_group_size=row_group_rows(schema), **options,
     )
     rejected = _find_rejected(source, target, columns, soap, composition)
     pq.write_table(
