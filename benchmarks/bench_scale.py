@@ -1,8 +1,7 @@
 """Scale benchmark: time and peak memory of each stage on a generated MPtrj-shaped frames table.
 
-    .venv/bin/python benchmarks/bench_scale.py --rows 1000000 --dedup-level composition \
-        --evaluate-rows 100000,1000000 --score-rows 300000,1000000 --write   # the issue's 1M run (~1.5 h)
-    .venv/bin/python benchmarks/bench_scale.py --rows 20000 --evaluate-rows 10000,20000 --score-rows 10000,20000  # quick
+    .venv/bin/python benchmarks/bench_scale.py            # every stage on 1,000,000 frames (~1.5 h here)
+    .venv/bin/python benchmarks/bench_scale.py --rows 20000 --dedup-level composition   # quick
 
 Generates `--rows` frames in the MPtrj shape (FRAMES_SCHEMA; 1-40 atoms of 62 elements, ~11
 frames per material, forces, stress, magmoms; values derived from `--seed`), written row group by
@@ -441,16 +440,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dedup-rows", type=int, default=None, help="default --rows")
     parser.add_argument("--dedup-level", default=None, help="composition | structure | both (default: params dedup.level)")
     parser.add_argument("--featurize-rows", type=int, default=None, help="default --rows; split runs on the same frames")
-    parser.add_argument("--evaluate-rows", default="20000,100000", help="frame counts for evaluate, comma-separated (memory: flat across sizes)")
+    parser.add_argument("--evaluate-rows", default=None, help="frame counts for evaluate, comma-separated (default: rows/10,rows: memory should stay flat)")
     parser.add_argument("--evaluate-supported", type=float, default=0.1, help="share of frames EMT can predict (the rest is skipped)")
     parser.add_argument("--evaluate-executor", default="local", choices=["local", "dask"])
-    parser.add_argument("--score-rows", default="100000,300000", help="frame counts for score, comma-separated (memory: flat across sizes)")
+    parser.add_argument("--score-rows", default=None, help="frame counts for score, comma-separated (default: rows/10,rows)")
     parser.add_argument("--score-baseline-src", default=None, help="also score with the xtalbench package in this dir (PYTHONPATH), as a baseline")
     parser.add_argument("--stages", default="baseline,generate,fetch,dedup,featurize,split,evaluate,score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="keep files here (default: a temporary directory)")
     parser.add_argument("--write", action="store_true", help="record the measured rates in benchmarks/throughputs.json")
     args = parser.parse_args(argv)
+    args.evaluate_rows = args.evaluate_rows or f"{max(1, args.rows // 10)},{args.rows}"
+    args.score_rows = args.score_rows or f"{max(1, args.rows // 10)},{args.rows}"
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     os.environ["XTALBENCH_BENCH_EVALUATE_EXECUTOR"] = args.evaluate_executor  # read by the evaluate children
     os.environ["XTALBENCH_BENCH_PARAMS"] = args.params  # read by every child
