@@ -144,7 +144,7 @@ def record(results: dict[str, dict], args: argparse.Namespace) -> None:
             continue
         r = results[name]
         models[name] = {
-            "rate_per_s": round(r["frames"] / r["seconds"], 2), "peak_mb": round(r["peak_mb"]),
+            "rate_per_s": round(r["frames"] / r["seconds"], 2), "peak_mb": round(r["peak_mb"]), "threads": r["threads"],
             "source": f"measured here {stamp}, benchmarks/bench_mace_mp.py --frames {args.frames}: architecture-equivalent ScaleShiftMACE "
                       f"({channels} ch, max_L {max_L}, r_max {r_max}, random weights; {r['params']:,} params), MPtrj-shaped frames, "
                       f"batch {args.batch_size}, float32, CPU {r['threads']} threads",

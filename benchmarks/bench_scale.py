@@ -557,7 +557,11 @@ def main(argv: list[str] | None = None) -> int:
 def record(results: dict[str, dict], args: argparse.Namespace) -> None:
     """Store measured rates/peaks in throughputs.json under `stages.<stage>.measured`-style keys."""
     data = json.loads(THROUGHPUTS.read_text()) if THROUGHPUTS.exists() else {"stages": {}}
-    command = "benchmarks/bench_scale.py " + " ".join(a for a in sys.argv[1:] if a != "--write")
+    argv = [a for a in sys.argv[1:] if a != "--write"]
+    if "--workdir" in argv:  # a path on the machine that ran it: not part of how to reproduce
+        i = argv.index("--workdir")
+        del argv[i : i + 2]
+    command = " ".join(["benchmarks/bench_scale.py", *argv])
     data["command"] = command
     stamp = time.strftime("%Y-%m-%d")
     baseline = results.get("baseline", {}).get("peak_mb", 0.0)
@@ -577,9 +581,10 @@ def record(results: dict[str, dict], args: argparse.Namespace) -> None:
             soap = (yaml.safe_load((ROOT / args.params).read_text())["featurize"] or {}).get("soap") or {}
             entry.setdefault("by_soap", {})[f"{soap.get('n_max', 8)}x{soap.get('l_max', 6)}"] = measured
             continue
-        if stage == "split":  # linear memory bound from this run: the frame metadata grows with rows
+        if stage == "split":  # memory line from the recorded fixed part through this run's peak
             entry.pop("fixed_seconds", None)
-            measured["memory"] = {"base_mb": round(baseline), "mb_per_row": round((r["peak_mb"] - baseline) / r["rows"], 5)}
+            base = float((entry.get("memory") or {}).get("base_mb", baseline))
+            measured["memory"] = {"base_mb": round(base), "mb_per_row": round(max(0.0, r["peak_mb"] - base) / r["rows"], 5)}
         entry.update(measured)
     r = results.get("evaluate")
     if r and r["rows"]:

@@ -129,7 +129,8 @@ def test_real_pipelines_with_recorded_throughputs(pipeline, monkeypatch):
         workers = dask_workers(params["compute"])[0]  # LocalCluster: at most this machine's cores
         assert stages["featurize"].seconds == pytest.approx(kept / rate / workers)
         models = recorded["stages"]["evaluate"]["models"]
-        expected = sum(kept / models[m]["rate_per_s"] for m in params["evaluate"]["models"]) / workers
+        # a rate measured with several threads already used this machine's cores: a LocalCluster does not divide it again
+        expected = sum(kept / models[m]["rate_per_s"] / max(1, workers // models[m].get("threads", 1)) for m in params["evaluate"]["models"])
         assert stages["evaluate"].seconds == pytest.approx(expected)
 
 
@@ -171,3 +172,15 @@ def test_local_cluster_workers_capped_at_the_cores(tmp_path, monkeypatch):
     params["compute"]["scheduler_address"] = "tcp://cluster:8786"  # an existing cluster: its workers count
     (remote / "params.yaml").write_text(yaml.safe_dump(params))
     assert by_stage(estimate(remote, throughputs()))["featurize"].seconds == pytest.approx(by_stage(local)["featurize"].seconds / 4)
+
+
+def test_rate_measured_on_all_cores_is_not_divided_again_on_a_local_cluster(tmp_path, monkeypatch):
+    monkeypatch.setattr("xtalbench.plan.os.cpu_count", lambda: 2)
+    data = throughputs()
+    data["stages"]["evaluate"]["models"]["a"]["threads"] = 2  # e.g. torch inference timed with both cores
+    one = by_stage(estimate(make_pipeline(tmp_path / "1", models=("a",)), data))["evaluate"]
+    two = by_stage(estimate(make_pipeline(tmp_path / "2", models=("a",), executor="dask", workers=2), data))["evaluate"]
+    assert two.seconds == pytest.approx(one.seconds) == pytest.approx(5_000 / 10)
+    assert any("measured with 2 threads" in n for n in two.notes)
+    single = by_stage(estimate(make_pipeline(tmp_path / "3", executor="dask", workers=2), throughputs()))["featurize"]
+    assert single.seconds == pytest.approx(5_000 / 250 / 2)  # single-threaded rates still scale with workers

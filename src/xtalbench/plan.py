@@ -124,15 +124,15 @@ def _stage_entry(stage: str, throughputs: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _rate(entry: dict[str, Any], stage: str, model: str | None) -> tuple[float, float, str]:
-    """(structures/s, peak MB, source) of a stage, or of one model for the model stages."""
+def _rate(entry: dict[str, Any], stage: str, model: str | None) -> tuple[float, float, str, int]:
+    """(structures/s, peak MB, source, threads it was measured with) of a stage, or of one model."""
     if model is None:
-        return float(entry["rate_per_s"]), float(entry.get("peak_mb", 0.0)), str(entry.get("source", "?"))
+        return float(entry["rate_per_s"]), float(entry.get("peak_mb", 0.0)), str(entry.get("source", "?")), int(entry.get("threads", 1))
     models = entry.get("models") or {}
     if model not in models:
         raise PlanError(f"stage {stage!r}: model {model!r} has no measured throughput in benchmarks/throughputs.json (known: {', '.join(sorted(models))})")
     m = models[model]
-    return float(m["rate_per_s"]), float(m.get("peak_mb", entry.get("peak_mb", 0.0))), str(m.get("source", "?"))
+    return float(m["rate_per_s"]), float(m.get("peak_mb", entry.get("peak_mb", 0.0))), str(m.get("source", "?")), int(m.get("threads", 1))
 
 
 def soap_size(params: dict[str, Any]) -> str:
@@ -208,6 +208,7 @@ def estimate(
     resolved, device_note = _resolve_device(params, device)
     keep = float((params.get("plan") or {}).get("dedup_keep_fraction", assumptions.get("dedup_keep_fraction", 1.0)))
     workers, workers_note = dask_workers(params.get("compute") or {})
+    here = not (params.get("compute") or {}).get("scheduler_address")  # workers share this machine's cores
     gpu = assumptions.get("gpu_speedup") or {}
 
     estimates = []
@@ -227,13 +228,17 @@ def estimate(
                     n = min(n, int(cap))
             est.rows += n
             for model in _models_for(stage, entry, params):
-                rate, peak, source = _rate(entry, stage, model)
+                rate, peak, source, threads = _rate(entry, stage, model)
                 seconds = float(entry.get("fixed_seconds", 0.0)) + passes * n / rate
                 label = f"{model}: " if model else ""
                 note = f"{label}{rate:g}/s ({source})"
-                if entry.get("parallel") and workers > 1:
-                    seconds /= workers
-                    note += f"; ÷{workers} Dask workers (assumed linear scaling)"
+                parallel = workers
+                if here and threads > 1:  # the rate already used `threads` of this machine's cores
+                    parallel = max(1, workers // threads)
+                    note += f"; measured with {threads} threads"
+                if entry.get("parallel") and parallel > 1:
+                    seconds /= parallel
+                    note += f"; ÷{parallel} Dask workers (assumed linear scaling)"
                 if resolved == "cuda" and entry.get("gpu"):
                     factor = float(gpu.get(stage, gpu.get(entry.get("like", ""), gpu.get("default", 1.0))))
                     seconds /= factor
