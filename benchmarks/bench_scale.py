@@ -14,8 +14,8 @@ unless a `--<stage>-rows` says fewer, with the dedup, featurize and split settin
 - fetch      the real fetch stage (`mptrj` source: ijson stream-parse + validation + Parquet sink)
              over an MPtrj-format JSON of the first `--fetch-rows` frames
 - dedup      the real stage, `dedup.dedup_file` (streamed: frames.parquet → dedup.parquet + clusters)
-             at `--dedup-level` (default: params; XRD costs ~12 ms per material, so 1M frames
-             run at `composition`, the level whose memory grows with the table)
+             at `--dedup-level` (default: the params' level; for the MPtrj params, ElMD + XRD
+             + trajectory thinning take ~22 min on 1M frames here, `composition` alone 35 s)
 - dedup-table  the same selection on the whole table read into memory (`pq.read_table` +
              `run_dedup`): the in-run baseline showing what streaming saves (add it to --stages)
 - featurize  the real `featurize.featurize_file` (SOAP + composition), streamed through
@@ -578,8 +578,9 @@ def record(results: dict[str, dict], args: argparse.Namespace) -> None:
         if stage == "featurize":  # the rate depends on the SOAP size: one entry per n_max x l_max
             import yaml
 
-            soap = (yaml.safe_load((ROOT / args.params).read_text())["featurize"] or {}).get("soap") or {}
-            entry.setdefault("by_soap", {})[f"{soap.get('n_max', 8)}x{soap.get('l_max', 6)}"] = measured
+            from xtalbench.plan import soap_size
+
+            entry.setdefault("by_soap", {})[soap_size(yaml.safe_load((ROOT / args.params).read_text()))] = measured
             continue
         if stage == "split":  # memory line from the recorded fixed part through this run's peak
             entry.pop("fixed_seconds", None)
