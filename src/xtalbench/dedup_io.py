@@ -14,15 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xtalbench import project
-from xtalbench.project import ROW_GROUP_SIZE
+from xtalbench.project import ROW_GROUP_SIZE, iter_batches
 
 BATCH_ROWS = ROW_GROUP_SIZE  # rows read at a time; peak memory ~ one batch of full frames
-
-
-def iter_batches(path: str | Path, columns: list[str] | None = None, batch_size: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Stream a Parquet file in record batches, in memory bounded by one row group."""
-    yield from project.iter_batches(path, columns=columns, batch_size=batch_size)
 
 
 class FrameSource:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xtalbench.descriptors.soap import SoapFeaturizer
-from xtalbench.project import iter_batches
+from xtalbench.project import ROW_GROUP_SIZE, iter_batches
 from xtalbench.schema import QUARANTINE_SCHEMA, Rejected, element_symbol, to_atoms
 
 INPUT_COLUMNS = ["frame_id", "material_id", "numbers", "positions", "lattice", "pbc"]
@@ -35,8 +35,6 @@ def row_group_rows(schema: pa.Schema) -> int:
     """Rows per output row group: at most ROW_GROUP_BYTES of feature values. A fixed row count
     would not bound memory: 10,000 rows of 89-species SOAP (n_max 8, l_max 6) are 1.6 GB, and
     the writer and every reader hold a whole row group."""
-    from xtalbench.project import ROW_GROUP_SIZE
-
     width = sum(f.type.list_size * f.type.value_type.bit_width // 8 for f in schema if pa.types.is_fixed_size_list(f.type))
     return max(1, min(ROW_GROUP_SIZE, ROW_GROUP_BYTES // max(1, width)))
 
@@ -183,7 +181,8 @@ def featurize_file(
         source, partial(featurize_chunk, soap=soap, composition=composition), target, schema,
         columns=columns, progress=progress, desc="featurize", row_group_size=row_group_rows(schema), **options,
     )
-    rejected = _find_rejected(source, target, columns, soap, composition)
+    # a second pass over the input only when some rows did not come back
+    rejected = [] if result.rows_out == result.rows_in else _find_rejected(source, target, columns, soap, composition)
     pq.write_table(
         pa.Table.from_pylist([r.as_row() for r in rejected], schema=QUARANTINE_SCHEMA), quarantine, compression="zstd"
     )

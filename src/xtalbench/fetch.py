@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from xtalbench.project import ParquetSink, Paths, write_json
+from xtalbench.project import ParquetSink, Paths, iter_batches, write_json
 from xtalbench.schema import FRAMES_SCHEMA, QUARANTINE_SCHEMA, FrameError, Rejected, raw_json, validate_frame
 from xtalbench.sources import get_source
 
@@ -69,9 +69,7 @@ def check(record: dict[str, Any], seen: dict[str, int], position: int) -> Reject
 
 
 def _material_ids(paths: Paths):
-    import pyarrow.parquet as pq
-
-    for batch in pq.ParquetFile(paths.frames, pre_buffer=False).iter_batches(columns=["material_id"]):
+    for batch in iter_batches(paths.frames, columns=["material_id"]):
         yield from batch.column(0).to_pylist()
 
 

@@ -189,6 +189,10 @@ class TruthReader:
             return False
         return any(batch.column(0).null_count < batch.num_rows for batch in iter_batches(self.path, columns=[column], batch_size=self.batch_rows))
 
+    def clear(self) -> None:
+        """Drop the cached row groups."""
+        self._cached.clear()
+
     def _group(self, g: int, columns: tuple[str, ...]) -> pa.Table:
         if self._cached.get(columns, (None,))[0] != g:
             self._cached.pop(columns, None)
@@ -388,7 +392,7 @@ def frame_errors(
         progress.update(n)
     progress.close()
 
-    truth._cached.clear()
+    truth.clear()
     cat = {k: np.concatenate(parts.pop(k)) if parts[k] else np.zeros(0) for k in list(parts)}
     rows, codes, nsites = cat["row"].astype(np.int64), cat["run"].astype(np.int32), cat["nsites"].astype(np.int64)
     ef_pred, ef_true, eh_true = cat["ef_pred"], cat["ef_true"], cat["eh_true"]

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 from xtalbench.schema import FrameError, Rejected, from_atoms, from_structure, make_frame
 from xtalbench.sources.units import stress_to_ase
 

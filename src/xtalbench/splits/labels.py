@@ -54,9 +54,10 @@ def spacegroup_numbers(data: SplitData, symprec: float) -> tuple[np.ndarray, dic
 
 
 def _spglib_numbers(data: SplitData, rows: np.ndarray, symprec: float) -> tuple[np.ndarray, dict[str, str]]:
-    import pyarrow.parquet as pq
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
     from tqdm import tqdm
+
+    from xtalbench.project import iter_batches
 
     from xtalbench.schema import to_structure
 
@@ -67,7 +68,7 @@ def _spglib_numbers(data: SplitData, rows: np.ndarray, symprec: float) -> tuple[
     failed: dict[str, str] = {}
     columns = ["frame_id", "material_id", "lattice", "numbers", "positions", "pbc"]
     bar = tqdm(total=len(rows), desc="spacegroups", unit="structure")
-    for batch in pq.ParquetFile(data.frames_path, pre_buffer=False).iter_batches(columns=columns, batch_size=2048):
+    for batch in iter_batches(data.frames_path, columns=columns, batch_size=2048):
         for row in batch.to_pylist():
             i = wanted.get(row["frame_id"])
             if i is None:
