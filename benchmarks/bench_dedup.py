@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xtalbench.dedup import greedy_select, pair_distances
+from xtalbench.dedup.stage import greedy_select, pair_distances
 from xtalbench.descriptors.composition import CompositionFeaturizer, parse_formula
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mp-compositions" / "mp-formation.csv.gz"

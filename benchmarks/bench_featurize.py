@@ -24,13 +24,13 @@ DATA = ROOT.parent / "shared" / "data"
 def load_atoms(n: int) -> list:
     import pyarrow.parquet as pq
 
-    from xtalbench.schema import Rejected, to_atoms
+    from xtalbench.core.schema import Rejected, to_atoms
 
     frames = ROOT / "datasets" / "mp20" / "frames.parquet"
     if frames.exists():
         rows = pq.read_table(frames, columns=["frame_id", "material_id", "numbers", "positions", "lattice", "pbc"]).to_pylist()
     else:
-        from xtalbench.sources.shared import read_mp20
+        from xtalbench.fetch.sources.shared import read_mp20
 
         rows = [r for r in read_mp20(DATA / "mp20-subset" / "mp20_subset.parquet") if not isinstance(r, Rejected)]
     return [to_atoms(r, with_labels=False) for r in itertools.islice(rows, n)] if n else [to_atoms(r, with_labels=False) for r in rows]
@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--n-full", type=int, default=100)
     args = parser.parse_args()
 
+    from xtalbench.core.project import load_params
     from xtalbench.descriptors.soap import SoapFeaturizer
-    from xtalbench.project import load_params
 
     soap = dict((load_params(ROOT / "params.yaml").get("featurize") or {}).get("soap") or {})
     everything = load_atoms(0)

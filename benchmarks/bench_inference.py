@@ -49,8 +49,8 @@ def main() -> None:
 
     from mace.calculators import MACECalculator
 
+    from xtalbench.core.schema import to_atoms
     from xtalbench.models.mace import MacePredictor
-    from xtalbench.schema import to_atoms
 
     frames = structures(args.n)
     n_atoms = sum(f["nsites"] for f in frames)

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_scale import synthetic_chunk
 
-    from xtalbench.project import write_parquet
+    from xtalbench.core.project import write_parquet
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="xtalbench-mace-mp-") as tmp:

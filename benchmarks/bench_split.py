@@ -22,7 +22,7 @@ import pandas as pd
 
 
 def synthetic(rows: int, width: int, frames_per_material: int, seed: int = 0):
-    from xtalbench.splits import SplitData
+    from xtalbench.split import SplitData
 
     rng = np.random.default_rng(seed)
     n_materials = rows // frames_per_material
@@ -60,8 +60,8 @@ def main() -> None:
 
     from sklearn.metrics import adjusted_rand_score
 
-    from xtalbench.split_card import build_card
-    from xtalbench.splits import build_splits
+    from xtalbench.split import build_splits
+    from xtalbench.split.card import build_card
 
     params = {
         "seed": 0,

@@ -1,4 +1,4 @@
-"""Tests of the MD-HIT greedy filter (`xtalbench.dedup`) and the dedup stage."""
+"""Tests of the MD-HIT greedy filter (`xtalbench.dedup.stage`) and the dedup stage."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xtalbench.dedup import dataset_config, greedy_select, pair_distances, run_dedup, visit_order
-from xtalbench.project import write_parquet
-from xtalbench.schema import FRAMES_SCHEMA, frames_table, make_frame
+from xtalbench.core.project import write_parquet
+from xtalbench.core.schema import FRAMES_SCHEMA, frames_table, make_frame
+from xtalbench.dedup.stage import (
+    dataset_config,
+    greedy_select,
+    pair_distances,
+    run_dedup,
+    visit_order,
+)
 
 
 def naive_greedy(X: np.ndarray, threshold: float, metric: str, order: np.ndarray):
@@ -240,7 +246,7 @@ def test_streamed_file_equals_whole_table_bytes(tmp_path, monkeypatch, cfg):
     import pyarrow.parquet as pq_module
 
     from xtalbench import dedup_io
-    from xtalbench.dedup import dedup_file
+    from xtalbench.dedup.stage import dedup_file
 
     table = _long_table()
     frames = tmp_path / "frames.parquet"
@@ -270,8 +276,8 @@ def test_streamed_file_equals_whole_table_bytes(tmp_path, monkeypatch, cfg):
 
 
 def test_sinks_receive_one_batch_at_a_time():
-    from xtalbench.dedup import clusters_schema, dedup_stream
-    from xtalbench.dedup_io import FrameSource
+    from xtalbench.dedup.io import FrameSource
+    from xtalbench.dedup.stage import clusters_schema, dedup_stream
 
     class Sink:
         def __init__(self):
@@ -307,8 +313,8 @@ def test_thinning_with_interleaved_trajectories():
 
 
 def test_describe_follows_requested_row_order_and_skips_failures():
-    from xtalbench.dedup import describe
-    from xtalbench.dedup_io import FrameSource
+    from xtalbench.dedup.io import FrameSource
+    from xtalbench.dedup.stage import describe
 
     table = _table()  # row 6 is the Og frame
     rows = np.array([8, 0, 6, 3, 5])
@@ -328,7 +334,7 @@ def test_reduced_natoms_matches_counter_gcd(numbers):
 
     import pyarrow as pa
 
-    from xtalbench.dedup import reduced_natoms_of
+    from xtalbench.dedup.stage import reduced_natoms_of
 
     column = pa.chunked_array([pa.array(numbers, pa.list_(pa.int32()))]).slice(0)
     expected = [sum(Counter(z).values()) // reduce(gcd, Counter(z).values()) if z else 0 for z in numbers]
@@ -336,7 +342,7 @@ def test_reduced_natoms_matches_counter_gcd(numbers):
 
 
 def test_missing_frames_file_names_it(tmp_path):
-    from xtalbench.dedup import dedup_file
+    from xtalbench.dedup.stage import dedup_file
 
     with pytest.raises(SystemExit, match="frames.parquet"):
         dedup_file(tmp_path / "frames.parquet", tmp_path / "k.parquet", tmp_path / "c.parquet", CFG)

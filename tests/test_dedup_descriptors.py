@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xtalbench.core.schema import FrameError
 from xtalbench.descriptors.composition import CompositionFeaturizer, elmd, parse_formula
-from xtalbench.schema import FrameError
 
 MP_FORMATION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mp-compositions" / "mp-formation.csv.gz"
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from xtalbench.cli import main
-from xtalbench.diff import apply_gates, render_markdown, render_text
-from xtalbench.gates import parse_gates
+from xtalbench.governance.diff import apply_gates, render_markdown, render_text
+from xtalbench.governance.gates import parse_gates
 
 GATES = parse_gates({"gates": [
     {"name": "mae", "metric": "strategies.*.mean.test.*_mae_*", "file": "metrics/*/*.json", "direction": "lower",

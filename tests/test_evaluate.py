@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from xtalbench.project import Paths, read_table, write_parquet
-from xtalbench.schema import frames_table, from_atoms
+from xtalbench.core.project import Paths, read_table, write_parquet
+from xtalbench.core.schema import frames_table, from_atoms
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -40,7 +40,7 @@ def mp20_frames(select) -> list[dict]:
     """Frames of the MP-20 structures whose element set passes `select`, in file order."""
     from pymatgen.core import Structure
 
-    from xtalbench.schema import from_structure
+    from xtalbench.core.schema import from_structure
 
     records = pq.read_table(MP20, columns=["material_id", "elements", "cif"]).to_pylist()
     rows = []
@@ -95,9 +95,9 @@ PARAMS = {"evaluate": {"device": "cpu", "dtype": None, "batch_size": None}}
 def test_zero_shot_predicts_each_frame_once_and_records_skips(repo):
     from ase.calculators.emt import EMT
 
-    from xtalbench.commands.evaluate import evaluate_dataset
-    from xtalbench.evaluate import PREDICTIONS_SCHEMA, SKIPPED_SCHEMA
-    from xtalbench.schema import to_atoms
+    from xtalbench.core.schema import to_atoms
+    from xtalbench.evaluate.cli import evaluate_dataset
+    from xtalbench.evaluate.stage import PREDICTIONS_SCHEMA, SKIPPED_SCHEMA
 
     root, frames = repo
     summary = evaluate_dataset("toy", "emt", PARAMS, Paths("toy"), score=False, progress=False)
@@ -124,7 +124,7 @@ def test_zero_shot_predicts_each_frame_once_and_records_skips(repo):
 
 
 def test_predictions_are_byte_identical_on_rerun(repo):
-    from xtalbench.commands.evaluate import evaluate_dataset
+    from xtalbench.evaluate.cli import evaluate_dataset
 
     path = Paths("toy").predictions("emt")
     evaluate_dataset("toy", "emt", PARAMS, Paths("toy"), score=False, progress=False)
@@ -134,8 +134,8 @@ def test_predictions_are_byte_identical_on_rerun(repo):
 
 
 def test_score_model_receives_resolved_spec_predictions_and_throughput(repo, monkeypatch):
-    import xtalbench.metrics as metrics
-    from xtalbench.commands.evaluate import evaluate_dataset
+    import xtalbench.evaluate.metrics as metrics
+    from xtalbench.evaluate.cli import evaluate_dataset
 
     calls = []
     monkeypatch.setattr(metrics, "score_model", lambda *args: calls.append(args) or {"ok": True})
@@ -152,7 +152,7 @@ def test_score_model_receives_resolved_spec_predictions_and_throughput(repo, mon
 
 
 def test_fold_trained_model_without_folds_is_an_error(repo, tmp_path):
-    from xtalbench.evaluate import evaluate
+    from xtalbench.evaluate.stage import evaluate
     from xtalbench.models import load_spec
 
     spec = load_spec(ROOT / "models" / "mace-tiny.yaml")
@@ -161,7 +161,7 @@ def test_fold_trained_model_without_folds_is_an_error(repo, tmp_path):
 
 
 def test_missing_input_column_names_the_field(tmp_path):
-    from xtalbench.evaluate import evaluate
+    from xtalbench.evaluate.stage import evaluate
     from xtalbench.models import load_spec
 
     frames = frames_table(emt_dataset()).drop_columns(["positions"])
@@ -171,9 +171,9 @@ def test_missing_input_column_names_the_field(tmp_path):
 
 
 def test_unsupported_mask_matches_a_per_row_check(mp20_emt):
-    from xtalbench.evaluate import unsupported_mask
+    from xtalbench.core.schema import atomic_number
+    from xtalbench.evaluate.stage import unsupported_mask
     from xtalbench.models import unsupported_elements
-    from xtalbench.schema import atomic_number
 
     table = pq.read_table(mp20_emt)
     supported = frozenset(atomic_number(e, "test") for e in EMT_ELEMENTS)
@@ -184,14 +184,14 @@ def test_unsupported_mask_matches_a_per_row_check(mp20_emt):
 
 
 def test_aligned_chunk_rows_is_a_multiple_of_the_batch():
-    from xtalbench.evaluate import aligned_chunk_rows
+    from xtalbench.evaluate.stage import aligned_chunk_rows
 
     assert aligned_chunk_rows(2000, 32) == 2016 and aligned_chunk_rows(2000, 1) == 2000
     assert aligned_chunk_rows(5, 32) == 32 and aligned_chunk_rows(64, 32) == 64
 
 
 def _run(spec_path, frames, out: Path, **kwargs):
-    from xtalbench.evaluate import evaluate
+    from xtalbench.evaluate.stage import evaluate
     from xtalbench.models import load_spec
 
     return evaluate("toy", load_spec(spec_path), frames, out, device="cpu", progress=False, **kwargs)
@@ -318,7 +318,7 @@ def test_every_predicting_process_uses_the_run_thread_count():
     and 2 threads, so prediction pins the run's count in whatever process it runs."""
     import torch
 
-    from xtalbench.evaluate import reproducible_inference
+    from xtalbench.evaluate.stage import reproducible_inference
 
     before = torch.get_num_threads()
     try:

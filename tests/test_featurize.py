@@ -10,17 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 from ase.build import bulk
 
+from xtalbench.core.project import write_parquet
+from xtalbench.core.schema import Rejected, frames_table, make_frame
 from xtalbench.descriptors.soap import SoapFeaturizer
-from xtalbench.featurize import featurize_file
-from xtalbench.project import write_parquet
-from xtalbench.schema import Rejected, frames_table, make_frame
+from xtalbench.featurize.stage import featurize_file
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMALL = {"soap": {"n_max": 3, "l_max": 2, "r_cut": 4.0}}
 
 
 def mp20_frames(n: int) -> list[dict]:
-    from xtalbench.sources.shared import read_mp20
+    from xtalbench.fetch.sources.shared import read_mp20
 
     rows = (r for r in read_mp20(DATA / "mp20-subset" / "mp20_subset.parquet") if not isinstance(r, Rejected))
     return list(itertools.islice(rows, n))
@@ -99,14 +99,14 @@ def test_output_is_byte_identical_whatever_the_chunking(frames_path, tmp_path):
 
 
 def test_row_groups_are_bounded_in_bytes_not_rows(frames_path, tmp_path, monkeypatch):
-    from xtalbench.featurize import output_schema, row_group_rows
+    from xtalbench.featurize.stage import output_schema, row_group_rows
 
     assert row_group_rows(output_schema(39_872, None)) == 420  # MPtrj's 89 species at n_max 8, l_max 6: 64 MiB groups
     assert row_group_rows(output_schema(10, None)) == 10_000  # narrow features: the usual row count
     whole = tmp_path / "whole.parquet"
     featurize_file(frames_path, whole, SMALL, tmp_path / "q1.parquet", progress=False)
     width = pq.read_schema(whole).field("soap").type.list_size
-    monkeypatch.setattr("xtalbench.featurize.ROW_GROUP_BYTES", 6 * width * 4)
+    monkeypatch.setattr("xtalbench.featurize.stage.ROW_GROUP_BYTES", 6 * width * 4)
     bounded = tmp_path / "bounded.parquet"
     featurize_file(frames_path, bounded, SMALL, tmp_path / "q2.parquet", compute={"chunk_rows": 16}, progress=False)
     meta = pq.ParquetFile(bounded).metadata

@@ -13,10 +13,10 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
-from xtalbench.fetch import fetch, redact
-from xtalbench.project import Paths
-from xtalbench.schema import validate_frame
-from xtalbench.sources.local import SourceError
+from xtalbench.core.project import Paths
+from xtalbench.core.schema import validate_frame
+from xtalbench.fetch.sources.local import SourceError
+from xtalbench.fetch.stage import fetch, redact
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MP20 = SHARED / "mp20-subset" / "mp20_subset.parquet"

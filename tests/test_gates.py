@@ -7,9 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from xtalbench.gates import (FAIL, NOT_COMPUTED, PASS, TRACKED, Gate, GateError, collect_metrics, evaluate, flatten,
-                             governance_markdown, parse_gates)
-from xtalbench.project import load_params
+from xtalbench.core.project import load_params
+from xtalbench.governance.gates import (
+    FAIL,
+    NOT_COMPUTED,
+    PASS,
+    TRACKED,
+    Gate,
+    GateError,
+    collect_metrics,
+    evaluate,
+    flatten,
+    governance_markdown,
+    parse_gates,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

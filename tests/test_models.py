@@ -12,9 +12,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from xtalbench.models import ModelLoadError, ModelSpecError, UnsupportedElementError, load_all, load_model, load_spec  # noqa: E402
+from xtalbench.core.schema import to_atoms  # noqa: E402
+from xtalbench.models import (  # noqa: E402
+    ModelLoadError,
+    ModelSpecError,
+    UnsupportedElementError,
+    load_all,
+    load_model,
+    load_spec,
+)
 from xtalbench.models.registry import KINDS, parse_spec  # noqa: E402
-from xtalbench.schema import to_atoms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -135,7 +142,7 @@ def test_ase_kind_gives_emt_numbers():
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
-    from xtalbench.schema import from_atoms
+    from xtalbench.core.schema import from_atoms
 
     frames = []
     for i, (element, a) in enumerate([("Cu", 3.6), ("Al", 4.05), ("Ni", 3.52)]):
@@ -194,7 +201,7 @@ def test_chgnet_matches_its_ase_calculator():
 
 
 def test_device_auto_and_unavailable_cuda():
-    from xtalbench.device import hardware_record, resolve_device
+    from xtalbench.core.device import hardware_record, resolve_device
 
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"

@@ -13,9 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from xtalbench import schema
-from xtalbench.parallel import ChunkError, RowGroupWriter, compute_options, map_row_groups
-from xtalbench.project import write_parquet
+from xtalbench.core import schema
+from xtalbench.core.parallel import (
+    ChunkError,
+    RowGroupWriter,
+    compute_options,
+    map_row_groups,
+)
+from xtalbench.core.project import write_parquet
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MP20 = DATA / "mp20-subset" / "mp20_subset.parquet"

@@ -66,7 +66,7 @@ def test_commands_parse_with_the_pipeline_params(name):
             assert argv[argv.index("--params") + 1] == params_file and (ROOT / params_file).exists()
             # the command's own parser accepts the arguments
             parser, commands = cli.build_parser()
-            importlib.import_module(f"xtalbench.commands.{argv[1]}").add_arguments(commands[argv[1]])
+            importlib.import_module(cli.MODULES[argv[1]]).add_arguments(commands[argv[1]])
             args = parser.parse_args(argv[1:])
             assert args.params == params_file
             if hasattr(args, "dataset"):
@@ -91,14 +91,14 @@ def test_dataset_configs_are_accepted_by_their_sources(name):
     _, params = load(name)
     for dataset, config in params["datasets"].items():
         if config["source"] == "mptrj":
-            from xtalbench.sources import mptrj
+            from xtalbench.fetch.sources import mptrj
 
             mptrj._check_config(config)
             assert config["url"] == "https://figshare.com/ndownloader/files/41619375"
             assert re.fullmatch(r"[0-9a-f]{32}", config["md5"])
             assert mptrj.describe(config)["md5"] == config["md5"]
         elif config["source"] == "mp-api":
-            from xtalbench.sources.mp_api import Query
+            from xtalbench.fetch.sources.mp_api import Query
 
             query = Query.from_config(config)
             assert query.query["num_sites"] == (1, 40) and query.query["energy_above_hull"] == (0, 0.1)
@@ -106,7 +106,7 @@ def test_dataset_configs_are_accepted_by_their_sources(name):
         else:
             pytest.fail(f"{name}: unexpected source {config['source']!r}")
     assert params["compute"]["executor"] == "dask"
-    from xtalbench.parallel import compute_options
+    from xtalbench.core.parallel import compute_options
 
     compute_options(params)  # validates the block
     assert params["evaluate"]["device"] == "auto"

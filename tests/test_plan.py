@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from xtalbench import cli
-from xtalbench.plan import PlanError, dask_workers, estimate, format_plan, load_throughputs, soap_size
+from xtalbench.tools.plan import (
+    PlanError,
+    dask_workers,
+    estimate,
+    format_plan,
+    load_throughputs,
+    soap_size,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +77,7 @@ def test_rates_and_keep_fraction(tmp_path):
 
 
 def test_dask_workers_and_gpu_assumption(tmp_path, monkeypatch):
-    monkeypatch.setattr("xtalbench.plan.os.cpu_count", lambda: 8)
+    monkeypatch.setattr("xtalbench.tools.plan.os.cpu_count", lambda: 8)
     cpu = by_stage(estimate(make_pipeline(tmp_path / "1"), throughputs()))
     dask = by_stage(estimate(make_pipeline(tmp_path / "2", executor="dask", workers=4), throughputs()))
     gpu = estimate(make_pipeline(tmp_path / "3", device="cuda"), throughputs())
@@ -162,7 +169,7 @@ def test_featurize_rate_follows_the_soap_size(tmp_path):
 
 
 def test_local_cluster_workers_capped_at_the_cores(tmp_path, monkeypatch):
-    monkeypatch.setattr("xtalbench.plan.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("xtalbench.tools.plan.os.cpu_count", lambda: 2)
     local = estimate(make_pipeline(tmp_path / "1", executor="local"), throughputs())
     capped = estimate(make_pipeline(tmp_path / "2", executor="dask", workers=4), throughputs())
     assert by_stage(capped)["featurize"].seconds == pytest.approx(by_stage(local)["featurize"].seconds / 2)
@@ -175,7 +182,7 @@ def test_local_cluster_workers_capped_at_the_cores(tmp_path, monkeypatch):
 
 
 def test_rate_measured_on_all_cores_is_not_divided_again_on_a_local_cluster(tmp_path, monkeypatch):
-    monkeypatch.setattr("xtalbench.plan.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("xtalbench.tools.plan.os.cpu_count", lambda: 2)
     data = throughputs()
     data["stages"]["evaluate"]["models"]["a"]["threads"] = 2  # e.g. torch inference timed with both cores
     one = by_stage(estimate(make_pipeline(tmp_path / "1", models=("a",)), data))["evaluate"]

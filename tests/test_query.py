@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from xtalbench.cli import main
-from xtalbench.project import write_parquet
-from xtalbench.query import artifact_views, run_query
+from xtalbench.core.project import write_parquet
+from xtalbench.tools.query import artifact_views, run_query
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from xtalbench.release import ReleaseError, dvc_outs, release
+from xtalbench.governance.release import ReleaseError, dvc_outs, release
 
 MAKE_DATA = '''
 import json, sys

@@ -11,7 +11,7 @@ import pytest
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from xtalbench.schema import (
+from xtalbench.core.schema import (
     FRAMES_SCHEMA,
     FrameError,
     frames_table,
@@ -142,7 +142,7 @@ def test_disordered_structure_is_refused():
 
 
 def test_closest_pair_agrees_with_ase_neighbour_list():
-    from xtalbench.schema import _closest_pair_ase, closest_pair
+    from xtalbench.core.schema import _closest_pair_ase, closest_pair
 
     rng = np.random.default_rng(7)
     for trial in range(60):

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from xtalbench.metrics import score_model
-from xtalbench.project import write_parquet
-from xtalbench.schema import frames_table, from_structure, make_frame
+from xtalbench.core.project import write_parquet
+from xtalbench.core.schema import frames_table, from_structure, make_frame
+from xtalbench.evaluate.metrics import score_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFS = SHARED / "mp-references" / "2023-02-07-mp-elemental-reference-entries.json.gz"
@@ -304,8 +304,8 @@ def test_formation_energy_model_perfect_stability(mp_ds):
 def test_total_energy_model_goes_through_mp2020_and_references(mp_ds, kind):
     """mace-file energies are raw DFT-like (the MP2020 correction is applied); CHGNet's already
     include it (trained on MPtrj corrected energies), so it must not be applied twice."""
-    from xtalbench.schema import to_structure
-    from xtalbench.thermo import MP2020FormationEnergy, load_reference_energies
+    from xtalbench.core.schema import to_structure
+    from xtalbench.evaluate.thermo import MP2020FormationEnergy, load_reference_energies
 
     refs = load_reference_energies(REFS)
     model = MP2020FormationEnergy(REFS)
@@ -342,8 +342,8 @@ def test_total_energy_model_goes_through_mp2020_and_references(mp_ds, kind):
 @pytest.mark.skipif(not REFS.exists(), reason="shared MP reference entries not available")
 def test_corrected_model_energies_lose_their_mp2020_correction_before_the_dft_comparison(tmp_path, monkeypatch):
     """CHGNet predicts MPtrj's corrected energy (E_DFT + correction); the frames hold raw DFT."""
-    from xtalbench.schema import to_structure
-    from xtalbench.thermo import MP2020FormationEnergy
+    from xtalbench.core.schema import to_structure
+    from xtalbench.evaluate.thermo import MP2020FormationEnergy
 
     monkeypatch.chdir(tmp_path)
     raw = {"mp-1265": -11.9, "mp-19770": -38.5, "mp-1487": -11.2}  # eV, made-up raw DFT totals

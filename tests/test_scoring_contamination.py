@@ -8,7 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from xtalbench.contamination import contamination, is_mp_database, read_ids_file
+from xtalbench.evaluate.contamination import (
+    contamination,
+    is_mp_database,
+    read_ids_file,
+)
 
 FOLDS = {
     ("loco", 0): ({"mp-1", "mp-2", "mvc-3"}, {"mp-4", "mp-5"}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xtalbench.gap import bootstrap_mae_ratio
+from xtalbench.evaluate.gap import bootstrap_mae_ratio
 
 
 def groups(seed: int, n: int, scale: float) -> tuple[np.ndarray, np.ndarray]:

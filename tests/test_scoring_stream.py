@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from xtalbench import scoring
-from xtalbench.project import write_parquet
+from xtalbench.core.project import write_parquet
+from xtalbench.evaluate.stage import scoring
 
 _spec = importlib.util.spec_from_file_location("scoring_cases", Path(__file__).with_name("test_scoring.py"))
 cases = importlib.util.module_from_spec(_spec)
@@ -77,7 +77,7 @@ def test_fold_trained_streamed_equals_whole_table(frames_ds, monkeypatch):
 
 @pytest.mark.skipif(not cases.REFS.exists(), reason="shared MP reference entries not available")
 def test_mp2020_formation_energies_streamed_equal_whole_table(mp_ds, monkeypatch):
-    from xtalbench.thermo import load_reference_energies
+    from xtalbench.evaluate.thermo import load_reference_energies
 
     refs = load_reference_energies(cases.REFS)
     rows = []

@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from ase.units import GPa
 
-from xtalbench.schema import Rejected, frames_table, validate_frame
-from xtalbench.sources import download as dl
-from xtalbench.sources import mp_api, mptrj
+from xtalbench.core.schema import Rejected, frames_table, validate_frame
+from xtalbench.fetch.sources import download as dl
+from xtalbench.fetch.sources import mp_api, mptrj
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TASK_FRAMES = DATA / "mp-task-frames" / "mp_task_frames.extxyz.gz"
@@ -470,8 +470,8 @@ def test_mp_api_key_required_and_never_leaks(server, summary_docs, tmp_path, mon
         list(mp_api.read_records(_mp_config(server, retry={"max_retries": 1, "backoff": 0.0}), tmp_path))
     error_text = "".join(traceback.format_exception(failed.value))
 
-    from xtalbench.project import write_json, write_parquet
-    from xtalbench.schema import quarantine_table
+    from xtalbench.core.project import write_json, write_parquet
+    from xtalbench.core.schema import quarantine_table
 
     write_parquet(frames_table(rows), tmp_path / "frames.parquet")
     write_parquet(quarantine_table(rejected), tmp_path / "quarantine.parquet")

@@ -12,13 +12,27 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from xtalbench.project import Paths, write_parquet
-from xtalbench.schema import Rejected, frames_table
-from xtalbench.splits import STRATEGIES, SplitData, SplitRun, build_splits, load_split_data, to_table
-from xtalbench.splits.common import TEST, TRAIN, Fold, LeakError, StrategyResult, check_group_aware
-from xtalbench.splits.embedding import KernelMap, median_heuristic_gamma
-from xtalbench.splits.labels import crystal_system
-from xtalbench.splits.loco import merge_small
+from xtalbench.core.project import Paths, write_parquet
+from xtalbench.core.schema import Rejected, frames_table
+from xtalbench.split import (
+    STRATEGIES,
+    SplitData,
+    SplitRun,
+    build_splits,
+    load_split_data,
+    to_table,
+)
+from xtalbench.split.common import (
+    TEST,
+    TRAIN,
+    Fold,
+    LeakError,
+    StrategyResult,
+    check_group_aware,
+)
+from xtalbench.split.embedding import KernelMap, median_heuristic_gamma
+from xtalbench.split.labels import crystal_system
+from xtalbench.split.loco import merge_small
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 N_MP20, N_TASK_FRAMES = 120, 150
@@ -41,7 +55,7 @@ PARAMS = {
 
 def real_frames() -> list[dict]:
     """MP-20 materials (one frame each) + MP task frames (several frames per material, no spacegroup)."""
-    from xtalbench.sources.shared import read_mp20, read_task_frames
+    from xtalbench.fetch.sources.shared import read_mp20, read_task_frames
 
     def ok(rows):
         return (r for r in rows if not isinstance(r, Rejected))
@@ -54,7 +68,7 @@ def real_frames() -> list[dict]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A tiny project directory with dedup.parquet, features.parquet and params.yaml."""
-    from xtalbench.featurize import featurize_file
+    from xtalbench.featurize.stage import featurize_file
 
     root = tmp_path_factory.mktemp("project")
     paths = Paths("tiny", root)
@@ -95,7 +109,7 @@ def test_leak_check_catches_a_straddling_material():
     table = pd.DataFrame({"frame_id": ["a", "b"], "material_id": ["m", "m"], "fold": [0, 0], "role": ["train", "test"], "cluster": [None, None]})
     import pyarrow as pa
 
-    from xtalbench.splits.common import SPLIT_SCHEMA
+    from xtalbench.split.common import SPLIT_SCHEMA
 
     with pytest.raises(LeakError, match="'m'"):
         check_group_aware(pa.Table.from_pandas(table, schema=SPLIT_SCHEMA, preserve_index=False))
@@ -148,7 +162,7 @@ def test_spacegroup_uses_table_or_spglib(run):
 def test_forward_tests_only_unseen_property_values(run):
     data, result = run
     forward = result.results["forward"]
-    from xtalbench.splits.forward import property_values
+    from xtalbench.split.forward import property_values
 
     values = property_values(data, forward.info["property"])
     for fold in forward.folds:
@@ -176,7 +190,7 @@ def test_median_heuristic_and_nystroem_agree_with_exact():
 
 def test_card_distances_and_flags(run):
     data, result = run
-    from xtalbench.split_card import build_card
+    from xtalbench.split.card import build_card
 
     coords = np.zeros((data.n_materials, 2))
     far = np.arange(data.n_materials) < 10
@@ -186,7 +200,7 @@ def test_card_distances_and_flags(run):
                                          Fold("mixed", np.where(np.arange(data.n_materials) % 2 == 0, TEST, TRAIN).astype(np.int8))])},
         np.zeros((data.n_frames, 2)), coords, {"method": "test"},
     )
-    from xtalbench.splits.stage import composition_of_materials
+    from xtalbench.split.stage import composition_of_materials
 
     dedup = {"levels": {"composition": {"metric": "elmd_mod_petti", "threshold": 0.2}, "structure": {"threshold": 0.05}}}
     composition = composition_of_materials(data)
@@ -231,7 +245,7 @@ def test_stage_writes_everything_byte_identically(project, monkeypatch):
 
 def test_forward_without_property_is_skipped_with_reason(run):
     data, _ = run
-    from xtalbench.splits.forward import forward_split
+    from xtalbench.split.forward import forward_split
 
     result = forward_split(data, {"properties": ["no_such_property"], "k": 3}, seed=0)
     assert result.folds == [] and "no_such_property" in result.info["skipped"]

@@ -12,7 +12,7 @@ from pymatgen.analysis.compatibility import MaterialsProject2020Compatibility
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
-from xtalbench import thermo
+from xtalbench.evaluate.stage import thermo
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFS = SHARED / "mp-references" / "2023-02-07-mp-elemental-reference-entries.json.gz"

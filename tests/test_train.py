@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 
-from xtalbench.project import Paths, write_parquet  # noqa: E402
-from xtalbench.schema import frames_table, from_atoms  # noqa: E402
-from xtalbench.train import fold_rows, mace_command, prepare_fold  # noqa: E402
+from xtalbench.core.project import Paths, write_parquet  # noqa: E402
+from xtalbench.core.schema import frames_table, from_atoms  # noqa: E402
+from xtalbench.train.stage import fold_rows, mace_command, prepare_fold  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_mace_command_formation_uses_zero_e0s_and_no_force_weight(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """`train_dataset` end to end on a tiny dataset 'toy' (total energies + forces), in a temp repo."""
-    from xtalbench.commands.train import train_dataset
+    from xtalbench.train.cli import train_dataset
 
     root = tmp_path_factory.mktemp("repo")
     (root / "models").mkdir()
@@ -125,9 +125,9 @@ def test_train_writes_a_model_that_beats_a_constant_baseline(trained):
 
 
 def test_evaluate_fold_trained_model_predicts_val_and_test_rows(trained):
-    from xtalbench.commands.evaluate import evaluate_dataset
-    from xtalbench.evaluate import PREDICTIONS_SCHEMA
-    from xtalbench.project import read_table
+    from xtalbench.core.project import read_table
+    from xtalbench.evaluate.cli import evaluate_dataset
+    from xtalbench.evaluate.stage import PREDICTIONS_SCHEMA
 
     root, frames, _ = trained
     cwd = os.getcwd()

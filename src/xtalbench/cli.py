@@ -1,8 +1,9 @@
 """`xtalbench <command>`: the entry point dvc.yaml calls.
 
-Each command is a thin wrapper in `xtalbench.commands.<name>` exposing `HELP`,
+Each verb is a thin module (`<stage>/cli.py`, see `MODULES`) exposing
 `add_arguments(parser)` and `run(args) -> int`; modules are imported only when their
-command runs, so `xtalbench query` does not pay for importing torch.
+command runs, so `xtalbench query` does not pay for importing torch. Library code raises
+`xtalbench.core.errors.XtalbenchError`; only this entry point turns it into an exit code.
 """
 
 from __future__ import annotations
@@ -26,6 +27,22 @@ COMMANDS = {
 }
 
 
+# verb -> the module holding its CLI (one stage = one package = one verb)
+MODULES = {
+    "fetch": "xtalbench.fetch.cli",
+    "dedup": "xtalbench.dedup.cli",
+    "featurize": "xtalbench.featurize.cli",
+    "split": "xtalbench.split.cli",
+    "train": "xtalbench.train.cli",
+    "evaluate": "xtalbench.evaluate.cli",
+    "report": "xtalbench.report.cli",
+    "diff": "xtalbench.governance.diff_cli",
+    "release": "xtalbench.governance.release_cli",
+    "plan": "xtalbench.tools.plan_cli",
+    "query": "xtalbench.tools.query_cli",
+}
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="xtalbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -42,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     # The command name comes first; only its module is imported, and it adds its own arguments.
     name = next((a for a in argv if not a.startswith("-")), None)
     if name in COMMANDS:
-        importlib.import_module(f"xtalbench.commands.{name}").add_arguments(commands[name])
+        importlib.import_module(MODULES[name]).add_arguments(commands[name])
     args = parser.parse_args(argv)
-    return int(importlib.import_module(f"xtalbench.commands.{args.command}").run(args) or 0)
+    from xtalbench.core.errors import XtalbenchError
+
+    try:
+        return int(importlib.import_module(MODULES[args.command]).run(args) or 0)
+    except XtalbenchError as error:
+        print(f"xtalbench {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ ElMD (Hargreaves et al., Chem. Mater. 2020) is the earth mover's distance betwee
 distributions placed on a 1-D element scale. On a 1-D scale with integer positions the EMD is
 exactly the L1 distance between the cumulative distributions, so
 ``ElMD(a, b) == |C(a) - C(b)|_1`` with ``C(x)[k] = sum of fractions of elements at position <= k``.
-That turns ElMD into a Manhattan nearest-neighbour problem (see `xtalbench.dedup`).
+That turns ElMD into a Manhattan nearest-neighbour problem (see `xtalbench.dedup.stage`).
 
 The element scales are read from the installed `ElMD` package's lookup tables, so positions
 match it exactly, with two deliberate differences, both about elements ElMD mis-places:
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from xtalbench.schema import FrameError
+from xtalbench.core.schema import FrameError
 
 KINDS = ("elmd_mod_petti", "elmd_mendeleev", "magpie")
-# Distance each kind is meant to be compared with (what `xtalbench.dedup` indexes).
+# Distance each kind is meant to be compared with (what `xtalbench.dedup.stage` indexes).
 KIND_METRIC = {"elmd_mod_petti": "manhattan", "elmd_mendeleev": "manhattan", "magpie": "euclidean"}
 MAX_SCALE_Z = 103  # ElMD's 1-D scales give real positions up to Lr
 MAGPIE_STATS = ("mean", "mean_abs_dev", "min", "max", "range")

@@ -13,7 +13,15 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from xtalbench.models.registry import ModelSpec, ModelSpecError, TrainingSet, load_all, load_model, load_spec
+from xtalbench.core.errors import XtalbenchError
+from xtalbench.models.registry import (
+    ModelSpec,
+    ModelSpecError,
+    TrainingSet,
+    load_all,
+    load_model,
+    load_spec,
+)
 
 STRUCTURE_COLUMNS = ("frame_id", "numbers", "positions", "lattice", "pbc")
 
@@ -32,7 +40,7 @@ __all__ = [
 ]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(XtalbenchError, RuntimeError):
     """A model that cannot be loaded (missing file, failed download); says what to do."""
 
 
@@ -63,7 +71,7 @@ def unsupported_elements(frame: Mapping[str, Any], supported: frozenset[int] | N
     """Symbols in the frame that the model does not cover (sorted, unique)."""
     if supported is None:
         return []
-    from xtalbench.schema import element_symbol
+    from xtalbench.core.schema import element_symbol
 
     return [element_symbol(z) for z in sorted({int(z) for z in frame["numbers"]} - supported)]
 

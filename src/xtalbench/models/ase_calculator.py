@@ -27,7 +27,7 @@ class AsePredictor:
     dtype = "float64"
 
     def __init__(self, calculator: str, kwargs: Mapping[str, Any] | None = None, elements: Sequence[str] | None = None, name: str = "ase", progress: bool = True):
-        from xtalbench.schema import atomic_number
+        from xtalbench.core.schema import atomic_number
 
         self.name, self.progress = name, progress
         self.calculator_path = calculator
@@ -43,7 +43,7 @@ class AsePredictor:
         from ase.calculators.calculator import PropertyNotImplementedError
         from tqdm import tqdm
 
-        from xtalbench.schema import to_atoms
+        from xtalbench.core.schema import to_atoms
 
         rows = as_rows(frames)
         check_elements(rows, self.supported_numbers, self.name)

@@ -42,7 +42,7 @@ class ChgnetPredictor:
     def predict(self, frames: Sequence[Mapping[str, Any]] | pa.Table, batch_size: int | None = None) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from xtalbench.schema import to_structure
+        from xtalbench.core.schema import to_structure
 
         rows = as_rows(frames)
         check_elements(rows, self.supported_numbers, self.name)

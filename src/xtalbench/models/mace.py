@@ -11,11 +11,11 @@ import os
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # mace checkpoints are pickled modules
 
-import mace  # noqa: E402,F401  # must precede e3nn.o3 (torch>=2.6 weights-only loading trap)
 from collections.abc import Mapping, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import mace  # noqa: E402,F401  # must precede e3nn.o3 (torch>=2.6 weights-only loading trap)
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402

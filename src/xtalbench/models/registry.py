@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from xtalbench.core.errors import XtalbenchError
+
 MODELS_DIR = Path("models")
 KINDS = ("mace-foundation", "mace-file", "mace-trained", "chgnet", "ase")
 ENERGY_KINDS = ("total", "formation")
@@ -32,7 +34,7 @@ _REQUIRED_BY_KIND = {
 }
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(XtalbenchError, ValueError):
     """A malformed model YAML; names the file and the field."""
 
     def __init__(self, source: str, field_name: str, reason: str):
@@ -144,7 +146,7 @@ def parse_spec(data: Any, source: str = "<dict>") -> ModelSpec:
             raise ModelSpecError(source, key, "expected a mapping")
     elements = data.get("elements")
     if elements is not None:
-        from xtalbench.schema import FrameError, atomic_number
+        from xtalbench.core.schema import FrameError, atomic_number
 
         try:
             [atomic_number(e, source) for e in elements]

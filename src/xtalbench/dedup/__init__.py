@@ -1,0 +1,1 @@
+"""xtalbench.dedup.stage."""

@@ -1,0 +1,1 @@
+"""xtalbench.evaluate.stage."""

@@ -1,0 +1,1 @@
+"""xtalbench.featurize.stage."""

@@ -1,0 +1,1 @@
+"""xtalbench.fetch.stage."""
