@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from xtalbench.core.project import write_parquet
 from xtalbench.core.schema import FRAMES_SCHEMA, frames_table, make_frame
 from xtalbench.dedup.stage import (
+    DEFAULT_EPSILON,
     dataset_config,
     greedy_select,
     pair_distances,
@@ -21,8 +22,9 @@ from xtalbench.dedup.stage import (
 )
 
 
-def naive_greedy(X: np.ndarray, threshold: float, metric: str, order: np.ndarray):
-    """MD-HIT's reference loop: every candidate against every kept row, one pair at a time."""
+def naive_greedy(X: np.ndarray, threshold: float, metric: str, order: np.ndarray, epsilon: float = DEFAULT_EPSILON):
+    """MD-HIT's reference loop: every candidate against every kept row, one pair at a time;
+    dropped iff the nearest kept row is at distance <= threshold + epsilon."""
     kept: list[int] = []
     rep = np.arange(len(X))
     dist = np.zeros(len(X))
@@ -32,7 +34,7 @@ def naive_greedy(X: np.ndarray, threshold: float, metric: str, order: np.ndarray
             d = float(pair_distances(X[i], X[j], metric))
             if d < best:
                 best, best_j = d, j
-        if best <= threshold:
+        if best <= threshold + epsilon:
             rep[i], dist[i] = best_j, best
         else:
             kept.append(int(i))
@@ -99,8 +101,40 @@ def test_threshold_is_inclusive():
     at = greedy_select(X, 1.0, "manhattan")
     assert at.kept.tolist() == [True, False, True]  # distance == threshold → dropped
     assert at.representative.tolist() == [0, 0, 2] and at.distance.tolist() == [0.0, 1.0, 0.0]
-    below = greedy_select(X, np.nextafter(1.0, 0.0), "manhattan")
+    below = greedy_select(X, np.nextafter(1.0, 0.0), "manhattan", epsilon=0.0)
     assert below.kept.tolist() == [True, True, True]
+    # the default tolerance (1e-9) absorbs float noise: one ulp below the distance is still a tie
+    assert greedy_select(X, np.nextafter(1.0, 0.0), "manhattan").kept.tolist() == [True, False, True]
+    assert greedy_select(X, 1.0 - 2e-9, "manhattan").kept.tolist() == [True, True, True]
+
+
+def test_float_noise_at_the_threshold_is_a_tie():
+    """0.9 - 0.7 is 0.20000000000000007 in floats: mathematically 0.2, so dropped at 0.2."""
+    X = np.array([[0.7], [0.9]])
+    assert float(pair_distances(X[1], X[0], "manhattan")) > 0.2  # the noise this guards against
+    assert greedy_select(X, 0.2, "manhattan").kept.tolist() == [True, False]
+    assert greedy_select(X, 0.2, "manhattan", epsilon=0.0).kept.tolist() == [True, True]
+    kept, _, _ = naive_greedy(X, 0.2, "manhattan", np.arange(2))
+    assert kept.tolist() == [True, False]
+    with pytest.raises(ValueError, match="epsilon"):
+        greedy_select(X, 0.2, "manhattan", epsilon=-1.0)
+
+
+def test_elmd_ties_at_the_dedup_threshold_are_dropped():
+    """CaTiO3 / SrTiO3 are one Pettifor-neighbour substitution apart: ElMD exactly 0.2 (params.yaml)."""
+    from fractions import Fraction
+
+    from xtalbench.descriptors.composition import CompositionFeaturizer, scale_positions
+
+    pos = scale_positions("mod_petti")
+    # exact ElMD: |Ca - Sr| positions × fraction 1/5 (both have Ti1 O3 in common)
+    exact = abs(pos["Ca"] - pos["Sr"]) * Fraction(1, 5)
+    assert exact == Fraction(1, 5)
+    X = CompositionFeaturizer(kind="elmd_mod_petti", dtype="float64").transform(["CaTiO3", "SrTiO3", "BaTiO3"])
+    got = greedy_select(X, 0.2, "manhattan")
+    assert got.kept.tolist()[:2] == [True, False]
+    kept, _, _ = naive_greedy(X, 0.2, "manhattan", np.arange(3))
+    np.testing.assert_array_equal(got.kept, kept)
 
 
 def test_bad_inputs_raise():
@@ -245,7 +279,7 @@ def _long_table():
 def test_streamed_file_equals_whole_table_bytes(tmp_path, monkeypatch, cfg):
     import pyarrow.parquet as pq_module
 
-    from xtalbench import dedup_io
+    from xtalbench.dedup import io as dedup_io
     from xtalbench.dedup.stage import dedup_file
 
     table = _long_table()

@@ -84,6 +84,36 @@ def test_rendering_lists_every_row():
     assert "Result: FAIL" in text and "energy_mae_meV_per_atom" in text
 
 
+def test_markdown_is_short_changed_metrics_worst_first():
+    """For a PR comment: unchanged metrics left out, the worst change first, gates in one line."""
+    G = "strategies.random.mean.test."
+    diff = {F: {
+        K + "e_form_mae_meV_per_atom": entry(30.0, 36.0),      # +20%: past the 5% tolerance → FAIL
+        G + "e_form_mae_meV_per_atom": entry(20.0, 20.4),      # +2%: worse, within tolerance
+        K + "energy_mae_meV_per_atom": entry(10.0, 9.0),       # better
+        K + "f1": entry(0.5, 0.5),                             # unchanged: left out
+        K + "n": entry(40, 40),                                # unchanged (gated): left out
+        "seconds": entry(100.0, 130.0),                        # ungated change: after the gated ones
+        **{f"strategies.s{i}.mean.test.force_mae_meV_per_A": entry(1.0, 1.0) for i in range(30)},  # unchanged
+    }}
+    md = render_markdown(apply_gates(diff, GATES, "origin/main", baseline=True))
+    rows = [line for line in md.splitlines() if line.startswith(f"| `{F}`")]
+    keys = [r.split("|")[2].strip().strip("`") for r in rows]
+    assert keys == [K + "e_form_mae_meV_per_atom", G + "e_form_mae_meV_per_atom", K + "energy_mae_meV_per_atom", "seconds"]
+    # 35 gated metrics: 1 FAIL, 1 worse within tolerance, 1 better, the 32 others unchanged
+    assert "Gates: 35 gated metrics; 1 FAIL, 1 worse but within tolerance, 1 better, 32 unchanged; matching no metric: `fk`." in md
+    assert "4 changed metric(s)" in md
+    assert len(md.splitlines()) < 20
+
+
+def test_markdown_caps_rows():
+    diff = {F: {f"strategies.s{i:02d}.mean.test.force_mae_meV_per_A": entry(1.0, 1.0 + i / 100) for i in range(1, 41)}}
+    md = render_markdown(apply_gates(diff, GATES, "HEAD~1", baseline=True), max_rows=10)
+    rows = [line for line in md.splitlines() if line.startswith(f"| `{F}`")]
+    assert len(rows) == 10 and "`strategies.s40.mean.test.force_mae_meV_per_A`" in rows[0]  # the worst (+40%) first
+    assert "… and 30 more changed metric(s)" in md
+
+
 # --- end to end -------------------------------------------------------------------------------
 
 def sh(*cmd: str, cwd: Path) -> None:

@@ -18,6 +18,7 @@ from xtalbench.governance.gates import (
     collect_metrics,
     evaluate,
     flatten,
+    governance_detail_markdown,
     governance_markdown,
     parse_gates,
 )
@@ -98,7 +99,36 @@ def test_evaluate_over_files(tmp_path):
     assert by[("absent", "metrics/*/*.json")].status == NOT_COMPUTED and not by[("absent", "metrics/*/*.json")].blocking
     assert by[("info", "metrics/a/m2.json")].status == FAIL and not by[("info", "metrics/a/m2.json")].blocking
     md = governance_markdown(results)
-    assert "**Overall: FAIL**" in md and md.count("\n| ") == len(results) + 1
+    assert "**Overall: FAIL**" in md
+    # one section per metrics file's model; `absent` matches nothing: reported once, as configuration
+    assert "## `m1`" in md and "## `m2`" in md
+    assert md.count("gate `absent`: **NOT-COMPUTED**") == 1 and "| absent |" not in md
+    assert "| fk | **FAIL** | a | `s.fk` | not computed |" in md
+    detail = governance_detail_markdown(results)
+    assert detail.count("\n| ") == len(results) + 1
+
+
+def test_structurally_absent_metrics_are_not_rows(tmp_path):
+    """A null metric its file notes as impossible (no labels for it) is not gated; a gate whose
+    every match is so noted is one configuration error, not one row per file × strategy."""
+    (tmp_path / "metrics" / "a").mkdir(parents=True)
+    notes = {"energy_mae": "no DFT `energy` labels in the dataset"}
+    (tmp_path / "metrics/a/m1.json").write_text(json.dumps(
+        {"s": {"x": {"energy_mae": None, "f1": 0.7}, "y": {"energy_mae": None, "f1": None}}, "notes": notes}))
+    (tmp_path / "metrics/a/m2.json").write_text(json.dumps({"s": {"x": {"energy_mae": 12.0}}}))
+    gates = parse_gates({"gates": [
+        {"name": "e", "metric": "s.*.energy_mae", "file": "metrics/a/m1.json", "direction": "lower", "max": 50},
+        {"name": "e_all", "metric": "s.*.energy_mae", "file": "metrics/*/*.json", "direction": "lower", "max": 50},
+        {"name": "f1", "metric": "s.*.f1", "file": "metrics/*/*.json", "direction": "higher", "min": 0.5},
+    ]})
+    results = evaluate(gates, collect_metrics(gates, tmp_path))
+    rows = [(r.gate.name, r.file, r.key, r.status, r.unmatched) for r in results]
+    assert rows == [
+        ("e", "metrics/a/m1.json", "s.*.energy_mae", NOT_COMPUTED, True),
+        ("e_all", "metrics/a/m2.json", "s.x.energy_mae", PASS, False),
+        ("f1", "metrics/a/m1.json", "s.x.f1", PASS, False),
+        ("f1", "metrics/a/m1.json", "s.y.f1", NOT_COMPUTED, False),   # null but not noted: a real gap
+    ]
 
 
 def test_collect_metrics_names_malformed_file(tmp_path):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from xtalbench.evaluate.stage import metrics as M
+from xtalbench.evaluate import metrics as M
 
 ELEMENTARY_CHARGE = 1.602176634e-19  # C (exact, SI 2019): 1 eV/Å³ = e J / 1e-30 m³
 

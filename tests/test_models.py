@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-import mace  # noqa: E402,F401  # before e3nn/torch loading (weights-only trap)
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import mace  # noqa: F401  # before e3nn/torch loading (weights-only trap)
+import numpy as np
+import pytest
+import torch
+import yaml
 
-from xtalbench.core.schema import to_atoms  # noqa: E402
-from xtalbench.models import (  # noqa: E402
+from xtalbench.core.schema import to_atoms
+from xtalbench.models import (
     ModelLoadError,
     ModelSpecError,
     UnsupportedElementError,
@@ -21,7 +21,7 @@ from xtalbench.models import (  # noqa: E402
     load_model,
     load_spec,
 )
-from xtalbench.models.registry import KINDS, parse_spec  # noqa: E402
+from xtalbench.models.registry import KINDS, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -79,6 +79,12 @@ def test_registry_loads_every_yaml_in_models_dir():
         ({"colour": "red"}, "colour"),
         ({"elements": ["Ge", "Xx"]}, "elements"),
         ({"training_set": {"name": "MPtrj"}}, "training_set.database"),
+        ({"functional": "LDA"}, "functional"),
+        ({"energy_convention": "corrected"}, "energy_convention"),
+        ({"status": "unreliable"}, "known_issues"),
+        ({"status": "broken", "known_issues": "x"}, "status"),
+        ({"parameters": -5}, "parameters"),
+        ({"environment": {"name": "e", "packages": ["matgl>=4"]}}, "environment"),
     ],
 )
 def test_malformed_spec_is_rejected_naming_the_field(tmp_path, change, field):

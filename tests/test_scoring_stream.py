@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from xtalbench.core.project import write_parquet
-from xtalbench.evaluate.stage import scoring
+from xtalbench.evaluate import scoring
 
 _spec = importlib.util.spec_from_file_location("scoring_cases", Path(__file__).with_name("test_scoring.py"))
 cases = importlib.util.module_from_spec(_spec)

@@ -18,12 +18,18 @@ COMMANDS = {
     "featurize": "SOAP and composition features",
     "split": "LOCO / random / element / spacegroup / forward splits",
     "train": "train small MACE models on split folds",
+    "finetune": "fine-tune a pretrained model per fold: ensembles, conformal intervals, learning curve",
     "evaluate": "run MLIPs and write predictions and metrics",
     "report": "summaries, model and dataset cards, governance gates",
+    "phonons": "model phonons vs DFT references (errors, bands, DOS, imaginary modes)",
+    "md": "short Langevin MD per model: stability, drift, anharmonicity score σ⁽²⁾",
     "diff": "metric diff against a git revision, with regression gates",
     "release": "pin and tag a dataset release",
     "plan": "estimate time and memory of a pipeline",
     "query": "run SQL (DuckDB) over the Parquet artifacts",
+    "zeroshot": "zero-shot scores of a pretrained model on a real DFT set (seen vs unseen)",
+    "leaderboard": "zero-shot leaderboard: models x datasets, seen/unseen ratios, anchors, throughput",
+    "diatomics": "dimer energy curves of a model vs DFT (PBE): minima, repulsion, force consistency",
 }
 
 
@@ -34,12 +40,18 @@ MODULES = {
     "featurize": "xtalbench.featurize.cli",
     "split": "xtalbench.split.cli",
     "train": "xtalbench.train.cli",
+    "finetune": "xtalbench.finetune.cli",
     "evaluate": "xtalbench.evaluate.cli",
     "report": "xtalbench.report.cli",
+    "phonons": "xtalbench.dynamics.phonons_cli",
+    "md": "xtalbench.dynamics.md_cli",
     "diff": "xtalbench.governance.diff_cli",
     "release": "xtalbench.governance.release_cli",
     "plan": "xtalbench.tools.plan_cli",
     "query": "xtalbench.tools.query_cli",
+    "zeroshot": "xtalbench.zeroshot.cli",
+    "leaderboard": "xtalbench.zeroshot.leaderboard_cli",
+    "diatomics": "xtalbench.diatomics.cli",
 }
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import time
 import uuid
 from collections import deque
@@ -38,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xtalbench.core.errors import XtalbenchError
+from xtalbench.core.io import open_parquet, temp_sibling
 from xtalbench.core.project import ROW_GROUP_SIZE, iter_batches
 
 EXECUTORS = ("local", "dask")
@@ -70,20 +72,18 @@ class ChunkError(XtalbenchError, RuntimeError):
     """`fn` failed on one chunk; names the chunk and its input row range."""
 
 
-def compute_options(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The `compute:` block of params (defaults filled in, validated) as keyword arguments
-    for `map_row_groups`: executor, scheduler_address, n_workers, chunk_rows, window."""
-    block = dict((params or {}).get("compute") or {})
-    unknown = set(block) - set(DEFAULT_COMPUTE)
+def compute_options(params: Mapping[str, Any] | None, file: str = "params.yaml") -> dict[str, Any]:
+    """The `compute:` block of params (defaults filled in, validated by
+    `xtalbench.core.params.ComputeParams`) as keyword arguments for `map_row_groups`:
+    executor, scheduler_address, n_workers, chunk_rows, window."""
+    from xtalbench.core.errors import ParamsError
+    from xtalbench.core.params import ComputeParams, parse_section
+
+    block = (params or {}).get("compute") or {}
+    unknown = set(block) - set(DEFAULT_COMPUTE) if isinstance(block, Mapping) else set()
     if unknown:
-        raise ValueError(f"params `compute`: unknown key(s) {sorted(unknown)} (known: {sorted(DEFAULT_COMPUTE)})")
-    options = {**DEFAULT_COMPUTE, **block}
-    if options["executor"] not in EXECUTORS:
-        raise ValueError(f"params `compute.executor`: {options['executor']!r} is not one of {EXECUTORS}")
-    for key in ("n_workers", "chunk_rows"):
-        if not isinstance(options[key], int) or options[key] < 1:
-            raise ValueError(f"params `compute.{key}`: expected a positive integer, got {options[key]!r}")
-    return options
+        raise ParamsError(f"{file}: params `compute`: unknown key(s) {sorted(unknown)} (known: {sorted(DEFAULT_COMPUTE)})")
+    return parse_section(ComputeParams, params or {}, "compute", file).model_dump()
 
 
 def iter_chunks(source: str | Path | pa.Table, chunk_rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
@@ -94,8 +94,6 @@ def iter_chunks(source: str | Path | pa.Table, chunk_rows: int, columns: list[st
             yield table.slice(start, chunk_rows)
         return
     path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
     for batch in iter_batches(path, columns=columns, batch_size=chunk_rows):
         yield pa.Table.from_batches([batch])
 
@@ -103,14 +101,16 @@ def iter_chunks(source: str | Path | pa.Table, chunk_rows: int, columns: list[st
 def _num_rows(source: str | Path | pa.Table) -> int:
     if isinstance(source, pa.Table):
         return source.num_rows
-    return pq.ParquetFile(source).metadata.num_rows
+    return open_parquet(source).metadata.num_rows
 
 
 class RowGroupWriter:
     """Write tables to Parquet re-batched into row groups of exactly `row_group_size` rows.
 
     The bytes depend only on the concatenated rows, not on how they arrived, and match
-    `project.write_parquet` of the whole table.
+    `project.write_parquet` of the whole table. Rows go to a temporary sibling renamed onto
+    `path` by `close()`; leaving the `with` block on an exception (or `abort()`) removes it, so
+    `path` never holds a partial table and a failed run leaves the previous file untouched.
     """
 
     def __init__(self, path: str | Path, schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE):
@@ -121,7 +121,8 @@ class RowGroupWriter:
         self.rows = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self._temp = temp_sibling(self.path)
+        self._writer = pq.ParquetWriter(self._temp, self.schema, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -145,12 +146,21 @@ class RowGroupWriter:
             self._write_group(pa.concat_tables(self._pending))
             self._pending, self._pending_rows = [], 0
         self._writer.close()
+        os.replace(self._temp, self.path)
+
+    def abort(self) -> None:
+        """Drop what was written; `path` keeps its previous content (or stays absent)."""
+        self._writer.close()
+        self._temp.unlink(missing_ok=True)
 
     def __enter__(self) -> RowGroupWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _conform(table: pa.Table, schema: pa.Schema, index: int, start: int) -> pa.Table:
@@ -238,7 +248,8 @@ def map_row_groups(
                        paths.features, FEATURES_SCHEMA, desc="featurize", **compute_options(params))
 
     Returns a `MapResult` (rows in/out, chunks, seconds). A failing chunk raises `ChunkError`
-    naming the chunk and its first input row; the partial output file is removed.
+    naming the chunk and its first input row; no partial output is left (the file written so
+    far was a temporary; a previous `output_path` is left as it was).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -265,10 +276,7 @@ def map_row_groups(
                 rows_in += n
                 chunks_done += 1
                 bar.update(n)
-    except BaseException:
-        output_path.unlink(missing_ok=True)
-        raise
-    finally:
+    finally:  # on failure the writer drops its temporary file; a previous output stays intact
         bar.close()
     return MapResult(rows_in, writer.rows, chunks_done, round(time.perf_counter() - started, 3), executor)
 

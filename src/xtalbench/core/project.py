@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+
+from xtalbench.core.io import atomic_path, iter_parquet, read_parquet, temp_sibling
 
 PARAMS_FILE = "params.yaml"
 ROW_GROUP_SIZE = 10_000
@@ -98,14 +101,17 @@ class Paths:
 def write_parquet(table: pa.Table, path: str | Path, row_group_size: int = ROW_GROUP_SIZE) -> Path:
     """Write a table deterministically (no pandas index metadata, fixed row groups, zstd)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = table.replace_schema_metadata(None)
-    pq.write_table(table, path, row_group_size=row_group_size, compression="zstd")
+    with atomic_path(path) as temp:  # a reader never sees a half-written file under `path`
+        pq.write_table(table, temp, row_group_size=row_group_size, compression="zstd")
     return path
 
 
 class ParquetSink:
-    """Append record batches to one Parquet file in bounded memory; deterministic output."""
+    """Append record batches to one Parquet file in bounded memory; deterministic output.
+
+    Rows go to a temporary sibling, renamed onto `path` by `close()`; leaving the `with` block
+    on an exception (or `abort()`) removes it, so `path` is never a partial table."""
 
     def __init__(self, path: str | Path, schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE):
         self.path = Path(path)
@@ -114,7 +120,8 @@ class ParquetSink:
         self.row_group_size = row_group_size
         self.rows = 0
         self._buffer: list[dict[str, Any]] = []
-        self._writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+        self._temp = temp_sibling(self.path)
+        self._writer = pq.ParquetWriter(self._temp, schema, compression="zstd")
 
     def append(self, row: dict[str, Any]) -> None:
         self._buffer.append(row)
@@ -130,12 +137,20 @@ class ParquetSink:
     def close(self) -> None:
         self._flush()
         self._writer.close()
+        os.replace(self._temp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._temp.unlink(missing_ok=True)
 
     def __enter__(self) -> ParquetSink:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def iter_batches(path: str | Path, columns: list[str] | None = None, batch_size: int = ROW_GROUP_SIZE) -> Iterator[pa.RecordBatch]:
@@ -143,22 +158,21 @@ def iter_batches(path: str | Path, columns: list[str] | None = None, batch_size:
 
     `pre_buffer=False`: with pyarrow's default the reader keeps every row group's buffers until
     the loop ends, so memory grows with the file (390 MB → 590 MB peak on 300k frames).
+    An unreadable file (missing, truncated, corrupted) raises `InputError` naming it.
     """
-    yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns)
+    yield from iter_parquet(path, columns=columns, batch_size=batch_size)
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    path = Path(path)
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist: run the stage that writes it first (dvc repro)")
-    return pq.read_table(path, columns=columns)
+    """A whole Parquet table; `InputError` naming the file when it is missing or unreadable."""
+    return read_parquet(path, columns=columns)
 
 
 def write_json(data: Any, path: str | Path) -> Path:
     """Write JSON with sorted keys; NaN/inf become null so DVC and browsers can read it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(data), indent=2, sort_keys=True) + "\n")
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(_finite(data), indent=2, sort_keys=True) + "\n")
     return path
 
 

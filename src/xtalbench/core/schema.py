@@ -139,6 +139,51 @@ def reduced_formula(numbers: Iterable[int]) -> str:
         return Composition(counts).reduced_formula
 
 
+# --- kernel-independent 3x3 geometry -------------------------------------------------------
+# numpy's `@`/`dot`/`linalg.solve` go to OpenBLAS/LAPACK, whose kernel (picked by CPU, or by
+# OPENBLAS_CORETYPE) may fuse multiply-adds or reorder sums: the last bit of a position then
+# depends on the machine (`xtalbench fetch mp20` wrote different bytes under Haswell and
+# SkylakeX). These helpers spell the 3-term sums out as separate elementwise ufuncs in a fixed
+# order, each correctly rounded (IEEE 754), so every CPU gives the same bits.
+
+
+def frac_to_cart(frac: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Cartesian = frac @ cell, as (f0·a + f1·b) + f2·c without BLAS: bit-identical on any CPU."""
+    frac = np.asarray(frac, dtype=np.float64).reshape(-1, 3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    return frac[:, 0:1] * cell[0] + frac[:, 1:2] * cell[1] + frac[:, 2:3] * cell[2]
+
+
+def det3(cell: np.ndarray) -> float:
+    """Determinant of a 3x3 matrix by cofactors along the first row (no LAPACK)."""
+    m = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    c = _cofactors(m)
+    return float((m[0, 0] * c[0, 0] + m[0, 1] * c[0, 1]) + m[0, 2] * c[0, 2])
+
+
+def cart_to_frac(cart: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Fractional = cart @ inv(cell) with the cofactor inverse (no LAPACK): bit-identical on any CPU.
+
+    Raises numpy.linalg.LinAlgError for a singular cell, as `np.linalg.solve` does.
+    """
+    m = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    det = det3(m)
+    if det == 0.0 or not math.isfinite(det):
+        raise np.linalg.LinAlgError("singular cell")
+    inverse = _cofactors(m).T / det  # inv(cell)[i, j] = cofactor[j, i] / det
+    return frac_to_cart(cart, inverse)
+
+
+def _cofactors(m: np.ndarray) -> np.ndarray:
+    c = np.empty((3, 3))
+    for i in range(3):
+        for j in range(3):
+            r = [k for k in range(3) if k != i]
+            s = [k for k in range(3) if k != j]
+            c[i, j] = (-1) ** (i + j) * (m[r[0], s[0]] * m[r[1], s[1]] - m[r[0], s[1]] * m[r[1], s[0]])
+    return c
+
+
 def structure_hash(lattice: Iterable[float], numbers: Iterable[int], positions: Iterable[float]) -> str:
     """Canonical content hash of a periodic structure.
 
@@ -152,7 +197,7 @@ def structure_hash(lattice: Iterable[float], numbers: Iterable[int], positions: 
     cell = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
     z = np.asarray(numbers, dtype=np.int64)
     cart = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    frac = np.linalg.solve(cell.T, cart.T).T
+    frac = cart_to_frac(cart, cell)
     grid = np.rint(frac * HASH_FRACTIONAL_GRID).astype(np.int64) % HASH_FRACTIONAL_GRID  # wrap: 1.0 and 0.0 are one point
     order = np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], z))
     sites = np.column_stack([z[order], grid[order]])
@@ -263,7 +308,7 @@ def validate_frame(frame: Mapping[str, Any]) -> None:
     if pbc is None or len(pbc) != 3:
         fail("pbc", "expected 3 booleans")
     cell = np.asarray(frame["lattice"], dtype=np.float64).reshape(3, 3)
-    volume = abs(float(np.linalg.det(cell)))
+    volume = abs(det3(cell))
     if all(pbc) and volume < 1e-6:
         fail("lattice", f"cell volume {volume:.3g} Å³ is not positive")
     energy = frame.get("energy")
@@ -321,13 +366,13 @@ def closest_pair(cell: np.ndarray, cart: np.ndarray, pbc: np.ndarray, cutoff: fl
     heights = _perpendicular_heights(cell)
     if len(cart) > 300 or (pbc & (heights < cutoff)).any():
         return _closest_pair_ase(cell, cart, pbc, cutoff)
-    frac = np.linalg.solve(cell.T, cart.T).T
+    frac = cart_to_frac(cart, cell)
     frac[:, pbc] %= 1.0
-    wrapped = frac @ cell
+    wrapped = frac_to_cart(frac, cell)
     diff = wrapped[:, None, :] - wrapped[None, :, :]
     shifts = _SHIFTS[(_SHIFTS[:, ~pbc] == 0).all(axis=1)]
     # all image shifts at once: (shifts, n, n) squared distances; the first minimum wins, as in a loop over shifts
-    d2 = ((diff[None] + (shifts @ cell)[:, None, None, :]) ** 2).sum(axis=-1)
+    d2 = ((diff[None] + frac_to_cart(shifts, cell)[:, None, None, :]) ** 2).sum(axis=-1)
     zero = int(np.flatnonzero(~shifts.any(axis=1))[0])
     d2[zero][np.diag_indices(len(cart))] = np.inf
     s, i, j = np.unravel_index(int(np.argmin(d2)), d2.shape)
@@ -339,7 +384,7 @@ _SHIFTS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (
 
 
 def _perpendicular_heights(cell: np.ndarray) -> np.ndarray:
-    volume = abs(np.linalg.det(cell))
+    volume = abs(det3(cell))
     areas = np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
     return volume / np.where(areas > 0, areas, np.inf)
 
@@ -434,11 +479,13 @@ def to_structure(frame: Mapping[str, Any]):
         site_properties["forces"] = np.asarray(frame["forces"]).reshape(n, 3).tolist()
     if frame.get("magmoms") is not None:
         site_properties["magmom"] = list(frame["magmoms"])
+    cell = np.asarray(frame["lattice"], dtype=np.float64).reshape(3, 3)
     structure = Structure(
-        Lattice(np.asarray(frame["lattice"], dtype=np.float64).reshape(3, 3), pbc=tuple(frame["pbc"])),
+        Lattice(cell, pbc=tuple(frame["pbc"])),
         [element_symbol(z) for z in frame["numbers"]],
-        np.asarray(frame["positions"], dtype=np.float64).reshape(n, 3),
-        coords_are_cartesian=True,
+        # fractional coordinates without BLAS (pymatgen's own conversion is a matmul)
+        cart_to_frac(np.asarray(frame["positions"], dtype=np.float64).reshape(n, 3), cell),
+        coords_are_cartesian=False,
         site_properties=site_properties or None,
     )
     for key in ("frame_id", "material_id", "energy", "stress"):
@@ -457,7 +504,7 @@ def from_structure(structure, *, frame_id: str, material_id: str, source: str, *
         source=source,
         lattice=structure.lattice.matrix,
         numbers=[site.specie.Z for site in structure],
-        positions=structure.cart_coords,
+        positions=frac_to_cart(structure.frac_coords, structure.lattice.matrix),  # not cart_coords: BLAS
         pbc=structure.lattice.pbc,
         **labels,
     )

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from xtalbench.core.io import open_parquet
 from xtalbench.core.project import ROW_GROUP_SIZE, iter_batches
 
 BATCH_ROWS = ROW_GROUP_SIZE  # rows read at a time; peak memory ~ one batch of full frames
@@ -35,7 +35,7 @@ class FrameSource:
             self.table, self.path = None, Path(source)
             if not self.path.exists():
                 raise SystemExit(f"{self.path} does not exist: run the stage that writes it first (dvc repro)")
-            meta = pq.ParquetFile(self.path)
+            meta = open_parquet(self.path)  # a truncated or corrupted file: InputError naming it
             self.schema = meta.schema_arrow.remove_metadata()
             self.num_rows = meta.metadata.num_rows
 

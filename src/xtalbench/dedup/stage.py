@@ -2,7 +2,8 @@
 
 MD-HIT (Hu et al., npj Comput. Mater. 2024) visits candidates in a fixed order and keeps one
 iff its distance to every already-kept row exceeds the threshold: a row is **dropped iff some
-earlier kept row lies at distance <= threshold**. The reference code compares each candidate
+earlier kept row lies at distance <= threshold + ε** (ε = `dedup.epsilon`, default 1e-9, so
+mathematical ties are dropped whatever the float rounding). The reference code compares each candidate
 with every kept row in Python. Here candidates go in blocks; each block is checked against
 
 - the rows kept in earlier blocks, through radius queries on KD-trees over the kept rows
@@ -30,8 +31,33 @@ import numpy as np
 
 METRICS = ("manhattan", "euclidean")
 _SLACK = 1e-9  # relative radius inflation for index candidate queries
+# Ties at the threshold: dropped iff distance <= threshold + EPSILON (params dedup.epsilon). A
+# mathematical tie (an ElMD of exactly 0.2 between rational compositions) comes out of float
+# arithmetic as 0.2 ± a few 1e-17; without a tolerance it falls either way on rounding noise.
+DEFAULT_EPSILON = 1e-9
 _BUFFER = 512  # kept rows held outside trees before they are indexed
 _PROJECTED_DIMS = 16
+# Candidate pairs are compared in chunks of at most this many (pair, feature) values, so memory
+# is bounded whatever the threshold: a large sweep threshold on 901-point XRD patterns makes
+# nearly every (row, kept row) pair a candidate (18.4 GB materialised at once on 4,764
+# structures). 4M values = 32 MB per float64 temporary, ~0.1 GB peak for the chunk.
+PAIR_BUDGET = 4_000_000
+
+
+def chunked_pair_distances(
+    XA: np.ndarray, ia: np.ndarray, XB: np.ndarray, ib: np.ndarray, metric: str, budget: int | None = PAIR_BUDGET
+) -> np.ndarray:
+    """`pair_distances(XA[ia], XB[ib])` computed `budget // n_features` pairs at a time.
+
+    Row-wise distances do not depend on which other rows share a chunk, so the values are
+    the same bits as the unchunked call; `budget=None` is that call (the old, unbounded path)."""
+    if budget is None or len(ia) * XA.shape[1] <= budget:
+        return pair_distances(XA[ia], XB[ib], metric)
+    step = max(1, budget // max(1, XA.shape[1]))
+    out = np.empty(len(ia), dtype=np.float64)
+    for lo in range(0, len(ia), step):
+        out[lo : lo + step] = pair_distances(XA[ia[lo : lo + step]], XB[ib[lo : lo + step]], metric)
+    return out
 
 
 def pair_distances(A: np.ndarray, B: np.ndarray, metric: str) -> np.ndarray:
@@ -120,8 +146,13 @@ def greedy_select(
     block_size: int = 256,
     progress: bool = False,
     buffer_size: int = _BUFFER,
+    pair_budget: int | None = PAIR_BUDGET,
+    epsilon: float = DEFAULT_EPSILON,
 ) -> GreedyResult:
-    """Exact MD-HIT greedy selection of the rows of `X` visited in `order` (default: row order)."""
+    """Exact MD-HIT greedy selection of the rows of `X` visited in `order` (default: row order).
+
+    `pair_budget` bounds the candidate pairs' memory (see PAIR_BUDGET; None = unbounded).
+    A row is dropped iff an earlier kept row lies at distance <= threshold + `epsilon`."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if not np.isfinite(threshold) or threshold < 0:
@@ -137,7 +168,10 @@ def greedy_select(
     # rows already in visit order (order=None) are used in place: no copy of a large X
     Xo = np.ascontiguousarray(X) if identity else np.ascontiguousarray(X[order])
     Zo = Xo @ contractive_projection(X.shape[1], metric)
-    radius = threshold * (1 + _SLACK) + _SLACK
+    if not np.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon}")
+    cut = threshold + epsilon  # every decision: distance <= cut
+    radius = cut * (1 + _SLACK) + _SLACK
     kept = np.zeros(n, dtype=bool)  # by position in order
     rep = np.arange(n, dtype=np.int64)
     dist = np.zeros(n, dtype=np.float64)
@@ -156,13 +190,13 @@ def greedy_select(
         # 1. kept rows of earlier blocks
         r, c = index.candidates(Zo[start:stop], radius)
         if len(r):
-            d = pair_distances(block[r], Xo[c], metric)
-            hit = d <= threshold
+            d = chunked_pair_distances(block, r, Xo, c, metric, pair_budget)
+            hit = d <= cut
             _update_best(best_d, best_j, r[hit], c[hit], d[hit])
         # 2. earlier rows of this block: decided in order, since keeping one affects the next
         r, c = np.nonzero(np.tril(_cdist(Zo[start:stop], Zo[start:stop], metric) <= radius, k=-1))
-        d = pair_distances(block[r], block[c], metric)
-        hit = d <= threshold
+        d = chunked_pair_distances(block, r, block, c, metric, pair_budget)
+        hit = d <= cut
         r, c, d = r[hit], c[hit], d[hit]
         bounds = np.searchsorted(r, np.arange(m + 1))  # np.nonzero is row-major: r is sorted
         new_kept: list[int] = []
@@ -550,7 +584,8 @@ def _select(source, cfg: dict, mats: Materials, progress: bool, cache: dict | No
             alive[k] = False
             outcome.level[k], outcome.distance[k], outcome.reason[k] = level, np.nan, f"quarantined: {error}"
         good = mats.of_row[good_rows]
-        result = greedy_select(X, threshold, metric, progress=progress)
+        epsilon = float(cfg.get("epsilon", DEFAULT_EPSILON))
+        result = greedy_select(X, threshold, metric, progress=progress, epsilon=epsilon)
         del X
         dropped = np.flatnonzero(~result.kept)
         alive[good[dropped]] = False
@@ -562,6 +597,7 @@ def _select(source, cfg: dict, mats: Materials, progress: bool, cache: dict | No
             "metric": metric_name,
             "distance": metric,
             "threshold": threshold,
+            "epsilon": epsilon,
             "read": int(len(visit)),
             "kept": int(result.n_kept),
             "dropped": int(len(dropped)),
@@ -708,6 +744,6 @@ def sweep(source, cfg: dict, thresholds: dict[str, list[float]], progress: bool 
         visit = _visit(mats, np.arange(len(mats.ids)), cfg.get("order", "nsites"))
         X, metric, _, good_rows = describe_cached(level, metric_name, source, mats.frame_rows[visit], cfg, progress, cache, mats)
         for threshold in sorted(float(t) for t in thresholds.get(level, [])):
-            kept = greedy_select(X, threshold, metric).n_kept
+            kept = greedy_select(X, threshold, metric, epsilon=float(cfg.get("epsilon", DEFAULT_EPSILON))).n_kept
             rows.append({"level": level, "metric": metric_name, "threshold": threshold, "kept": kept, "read": len(good_rows)})
     return rows

@@ -16,6 +16,33 @@ COMPRESSION_MODES = ("off", "mu1nu1", "mu2", "crossover")
 AVERAGE_MODES = ("inner", "outer")
 
 
+def gto_basis(r_cut: float, n_max: int, l_max: int, digits: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """dscribe's GTO radial basis (`SOAP.get_basis_gto`: decay exponents alphas, Löwdin
+    orthonormalisation betas = S^(-1/2)), in `digits`-digit arithmetic, rounded once to float64:
+    the same bits on any CPU. Same formulas as dscribe 2.1 (basis decays to 1e-3 at
+    linspace(1, r_cut, n_max))."""
+    import mpmath
+
+    with mpmath.workdps(digits):
+        a = [mpmath.mpf(float(x)) for x in np.linspace(1, r_cut, n_max)]  # the float grid dscribe uses
+        threshold = mpmath.mpf("1e-3")
+        alphas = np.zeros((l_max + 1, n_max))
+        betas = np.zeros((l_max + 1, n_max, n_max))
+        for l in range(l_max + 1):
+            alpha = [-mpmath.log(threshold / ai**l) / ai**2 for ai in a]
+            S = mpmath.matrix(n_max, n_max)
+            for i in range(n_max):
+                for j in range(n_max):
+                    S[i, j] = mpmath.mpf("0.5") * mpmath.gamma(l + mpmath.mpf(3) / 2) * (alpha[i] + alpha[j]) ** (-l - mpmath.mpf(3) / 2)
+            eigenvalues, vectors = mpmath.eigsy(S)
+            if min(eigenvalues) <= 0:
+                raise ValueError("the GTO overlap matrix is not positive definite: lower n_max or raise r_cut")
+            root = vectors * mpmath.diag([1 / mpmath.sqrt(e) for e in eigenvalues]) * vectors.T
+            alphas[l] = [float(x) for x in alpha]
+            betas[l] = [[float(root[i, j]) for j in range(n_max)] for i in range(n_max)]
+    return alphas, betas
+
+
 def _species_numbers(species: Iterable[str | int]) -> list[int]:
     """Symbols or atomic numbers → sorted unique atomic numbers (dscribe's column order)."""
     from ase.data import atomic_numbers
@@ -99,6 +126,10 @@ class SoapFeaturizer:
             sparse=False,
             dtype=self.dtype,
         )
+        # dscribe orthonormalises its GTO radial basis with sqrtm(inv(S)) on an ill-conditioned
+        # overlap S: through LAPACK that amplifies the BLAS kernel's last-bit differences to ~1e-8
+        # in the features. The same basis computed in 50-digit arithmetic is identical everywhere.
+        self.soap_._alphas, self.soap_._betas = gto_basis(float(self.r_cut), int(self.n_max), int(self.l_max))
         self.n_features_out_ = int(self.soap_.get_number_of_features())
         return self
 

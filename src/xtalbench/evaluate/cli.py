@@ -11,7 +11,8 @@ import argparse
 import json
 from typing import Any
 
-from xtalbench.core.project import Paths, dataset_params, load_params
+from xtalbench.core.io import StageOutputs, collect_warnings, expect_rows
+from xtalbench.core.project import Paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,11 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
-    dataset_params(params, args.dataset)
+    params = validated_params(args.params, args.dataset)
     result = evaluate_dataset(args.dataset, args.model, params, Paths(args.dataset), frames_path=args.frames, score=not args.no_score, progress=not args.no_progress)
     print(json.dumps(result["throughput"], indent=2))
     return 0
+
+
+def validated_params(file: str, dataset: str) -> dict[str, Any]:
+    """The params file with `evaluate` and `compute` validated (`train`, whose folds the
+    fold-trained models read, is validated by the train stage); `evaluate` is passed on as
+    written (`as_config`), so every reader applies its own defaults as before."""
+    from xtalbench.core.params import load_compute, read_params
+    from xtalbench.evaluate import params as evaluate_params
+
+    params = read_params(file, dataset)
+    load_compute(params, file)
+    return {**params, "evaluate": evaluate_params.load(params, file).as_config()}
 
 
 def evaluate_dataset(
@@ -56,26 +68,32 @@ def evaluate_dataset(
         if not path.exists():
             raise SystemExit(f"{path} does not exist: run the split stage for strategy {strategy!r} first (dvc repro)")
     out = paths.predictions(spec.name)
-    result = evaluate(
-        dataset,
-        spec,
-        frames_path or paths.dedup,
-        out,
-        out.with_name(f"{spec.name}.skipped.parquet"),
-        splits=splits,
-        folds=folds,
-        device=resolve_device(eval_params.get("device", "auto")),
-        dtype=eval_params.get("dtype"),
-        batch_size=eval_params.get("batch_size"),
-        threads=eval_params.get("threads"),
-        compute=compute if compute is not None else compute_options(params),
-        progress=progress,
-    )
+    if frames_path is None:  # refuse a dedup.parquet that is not the one dedup's metrics describe
+        expect_rows(paths.dedup, paths.metrics("dedup"), "kept.frames")
+    # predictions and skipped rows appear together or not at all (core.io.StageOutputs); the
+    # metrics JSON is written after them, by scoring
+    with StageOutputs(f"evaluate {dataset} {spec.name}") as outputs:
+        result = evaluate(
+            dataset,
+            spec,
+            frames_path or paths.dedup,
+            outputs.path(out),
+            outputs.path(out.with_name(f"{spec.name}.skipped.parquet")),
+            splits=splits,
+            folds=folds,
+            device=resolve_device(eval_params.get("device", "auto")),
+            dtype=eval_params.get("dtype"),
+            batch_size=eval_params.get("batch_size"),
+            threads=eval_params.get("threads"),
+            compute=compute if compute is not None else compute_options(params),
+            progress=progress,
+        )
     t = result.throughput
     print(f"wrote {out}: {t['rows_predicted']} rows ({t['rows_skipped']} skipped)", flush=True)
     summary: dict[str, Any] = {"throughput": t, "predictions": str(out)}
     if score:
         from xtalbench.evaluate.metrics import score_model
 
-        summary["metrics"] = score_model(dataset, spec.resolve(dataset), out, params, t)  # streamed from the file
+        with collect_warnings(f"evaluate {dataset} {spec.name}: scoring"):
+            summary["metrics"] = score_model(dataset, spec.resolve(dataset), out, params, t)  # streamed from the file
     return summary

@@ -38,9 +38,9 @@ def read_ids_file(path: str | Path) -> set[str]:
     if not path.exists():
         raise FileNotFoundError(f"training_set.ids_file {path} does not exist")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from xtalbench.core.io import read_parquet
 
-        table = pq.read_table(path)
+        table = read_parquet(path)  # InputError names a truncated or corrupted file
         if "material_id" not in table.column_names:
             raise ValueError(f"{path}: field 'material_id' missing (have: {', '.join(table.column_names)})")
         return {str(v) for v in table.column("material_id").to_pylist() if v is not None}

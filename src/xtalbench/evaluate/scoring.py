@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from xtalbench.core.io import open_parquet
 from xtalbench.core.project import (
     ROW_GROUP_SIZE,
     Paths,
@@ -44,9 +44,10 @@ from xtalbench.core.project import (
     read_table,
     write_json,
 )
+from xtalbench.evaluate import metrics as M
 from xtalbench.evaluate.contamination import contamination
 from xtalbench.evaluate.gap import bootstrap_mae_ratio
-from xtalbench.evaluate.stage import metrics as M
+from xtalbench.evaluate.hull import MP_FORMATION
 from xtalbench.evaluate.thermo import (
     DEFAULT_STABILITY_THRESHOLD,
     MP_REFERENCES,
@@ -59,7 +60,11 @@ from xtalbench.evaluate.thermo import (
 ROLES = ("train", "val", "test")
 STABILITY_KEYS = ("f1", "precision", "recall", "accuracy", "daf", "false_kill_rate", "prevalence")
 STABILITY_COUNTS = ("tp", "fp", "fn", "tn")
-MEAN_KEYS = M.ERROR_METRICS + STABILITY_KEYS
+# the headline keys use decomposition energies where the dataset has them (`stability_basis`);
+# `shift_<key>` always uses the shift formula E_hull,MP + ΔE_form (exact only above the hull)
+SHIFT_KEYS = tuple(f"shift_{k}" for k in STABILITY_KEYS)
+SHIFT_COUNTS = tuple(f"shift_{k}" for k in STABILITY_COUNTS)
+MEAN_KEYS = M.ERROR_METRICS + STABILITY_KEYS + SHIFT_KEYS
 LABEL_COLUMNS = ("energy", "forces", "stress", "formation_energy_per_atom", "e_above_hull")
 STRUCTURE_COLUMNS = ["numbers", "lattice", "positions", "pbc"]
 MAX_LISTED_FAILURES = 200
@@ -76,6 +81,10 @@ class ScoringConfig:
     mp_references: str = str(MP_REFERENCES)
     force_cosine_min_norm: float = M.FORCE_COSINE_MIN_NORM
     plot_max_points: int = 10_000
+    stability_tolerance: float = 1e-9  # eV/atom: stable ⇔ E ≤ threshold + tolerance (float noise, not physics)
+    competing_phases: str | None = str(MP_FORMATION)  # None: shift formula only
+    hull_scheme_policy: str = "correct"
+    hull_max_disagreement: float = 0.05
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> ScoringConfig:
@@ -92,6 +101,10 @@ class ScoringConfig:
             mp_references=str(cfg.get("mp_references", defaults.mp_references)),
             force_cosine_min_norm=float(cfg.get("force_cosine_min_norm", defaults.force_cosine_min_norm)),
             plot_max_points=int(cfg.get("plot_max_points", defaults.plot_max_points)),
+            stability_tolerance=float(cfg.get("stability_tolerance", defaults.stability_tolerance)),
+            competing_phases=None if cfg.get("competing_phases", defaults.competing_phases) is None else str(cfg.get("competing_phases", defaults.competing_phases)),
+            hull_scheme_policy=str(cfg.get("hull_scheme_policy", defaults.hull_scheme_policy)),
+            hull_max_disagreement=float(cfg.get("hull_max_disagreement", defaults.hull_max_disagreement)),
         )
 
 
@@ -132,7 +145,7 @@ def energies_mp2020_corrected(spec: Any) -> bool:
 def _columns_of(source: pa.Table | str | Path) -> list[str]:
     if isinstance(source, pa.Table):
         return list(source.column_names)
-    return list(pq.ParquetFile(source, pre_buffer=False).schema_arrow.names)
+    return list(open_parquet(source).schema_arrow.names)  # InputError names an unreadable file
 
 
 def prediction_batches(predictions: pa.Table | str | Path, columns: list[str], batch_rows: int = ROW_GROUP_SIZE) -> Iterator[pa.Table]:
@@ -183,7 +196,7 @@ class TruthReader:
         self.path = Path(path)
         if not self.path.exists():
             raise SystemExit(f"{self.path} does not exist: run the stage that writes it first (dvc repro)")
-        self.file = pq.ParquetFile(self.path, pre_buffer=False)
+        self.file = open_parquet(self.path)  # InputError names a truncated or corrupted file
         self.columns = list(self.file.schema_arrow.names)
         self.batch_rows = batch_rows
         sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
@@ -279,7 +292,7 @@ def _slice(lists: tuple[np.ndarray, np.ndarray, np.ndarray], i: int) -> np.ndarr
 class Scored:
     """Compact per-prediction-row results (a few numbers per frame) of `frame_errors`."""
 
-    frame: pd.DataFrame  # `_row` (dedup row), p_strategy, p_fold, STAT_COLUMNS, e_hull_true, e_hull_pred
+    frame: pd.DataFrame  # `_row` (dedup row), p_strategy, p_fold, STAT_COLUMNS, e_hull_true, e_hull_pred, e_form_err
     coverage: dict[str, Any]
     points: dict[str, Mapping[str, Sequence]]
     index: FrameIndex
@@ -321,6 +334,9 @@ def frame_errors(
     seen_label = dict.fromkeys(LABEL_COLUMNS, False)
     n_pred = 0
     thermo = None
+    # dedup row → (MP2020 correction, composition) or the failure: a frame predicted by several
+    # folds (fold-trained models) is corrected once (BVAnalyzer + oxide_type, ~20-40 ms a structure)
+    correction_cache: dict[int, tuple[float, dict[str, float]] | str] = {}
     progress = tqdm(desc="errors", unit="frame", leave=False, disable=None)
     for batch in prediction_batches(predictions, wanted_cols, batch_rows):
         n = batch.num_rows
@@ -376,7 +392,9 @@ def frame_errors(
                 thermo = MP2020FormationEnergy(references=cfg.mp_references, compatibility=apply_mp2020).fit()
             idx = np.flatnonzero(wanted)
             needed = np.unique(rows[idx])
-            _formation_energies(thermo, truth.take(needed, structure_cols), needed, rows, idx, e_pred, ef_pred, p_ids, failures)
+            todo = needed[[int(j) not in correction_cache for j in needed]]
+            structures = truth.take(todo, structure_cols) if len(todo) else None
+            _formation_energies(thermo, structures, todo, rows, idx, e_pred, ef_pred, p_ids, failures, correction_cache)
         f_pred, f_true = _lists(batch, "forces"), _lists(t, "forces")
         s_pred, s_true = _lists(batch, "stress"), _lists(t, "stress")
         stats = {c: np.zeros(n) for c in M.STAT_COLUMNS}
@@ -421,6 +439,7 @@ def frame_errors(
             **{c: cat.pop(c).astype(np.float64, copy=False) for c in M.STAT_COLUMNS},
             "e_hull_true": eh_true,
             "e_hull_pred": eh_pred,
+            "e_form_err": ef_pred - ef_true,  # NaN where either is missing
         }
     )
     coverage = {
@@ -498,29 +517,42 @@ def _without_mp2020(uncorrector, e_pred: np.ndarray, e_true: np.ndarray, rows: n
     return out
 
 
-def _formation_energies(thermo, structures: pa.Table, needed: np.ndarray, rows: np.ndarray, idx: np.ndarray, e_pred: np.ndarray,
-                        ef_pred: np.ndarray, p_ids: pa.ChunkedArray, failures: dict[str, str]) -> None:  # fmt: skip
-    """Predicted E_form per atom of rows `idx` of a batch (in place), MP2020-corrected."""
-    from xtalbench.core.schema import to_structure
+CORRECTION_CACHE_MAX = 500_000  # rows whose correction is remembered across batches (~100 bytes each)
 
-    corrections: dict[int, tuple[float, Any] | str] = {}
-    for j, row in zip(needed, structures.to_pylist(), strict=True):
+
+def _formation_energies(thermo, structures: pa.Table | None, needed: np.ndarray, rows: np.ndarray, idx: np.ndarray, e_pred: np.ndarray,
+                        ef_pred: np.ndarray, p_ids: pa.ChunkedArray, failures: dict[str, str],
+                        cache: dict[int, tuple[float, dict[str, float]] | str] | None = None) -> None:  # fmt: skip
+    """Predicted E_form per atom of rows `idx` of a batch (in place), MP2020-corrected.
+
+    `structures`: the dedup rows `needed` (those not in `cache`); `cache`: dedup row →
+    (correction, composition) or the failure reason, kept across batches (up to
+    CORRECTION_CACHE_MAX rows)."""
+    from xtalbench.core.schema import to_structure
+    from xtalbench.evaluate.thermo import formation_energy_per_atom
+
+    fresh: dict[int, tuple[float, dict[str, float]] | str] = {}
+    for j, row in zip(needed, structures.to_pylist() if structures is not None else [], strict=True):
         structure = to_structure(row)
         try:
-            corrections[int(j)] = (thermo.correction(structure, row["frame_id"]), structure)
+            fresh[int(j)] = (thermo.correction(structure, row["frame_id"]), {str(el): float(n) for el, n in structure.composition.items()})
         except ThermoError as error:
-            corrections[int(j)] = error.reason
+            fresh[int(j)] = error.reason
+    known = cache if cache is not None else {}
     for i in idx:
         fid = str(p_ids[int(i)].as_py())
-        got = corrections[int(rows[i])]
+        row = int(rows[i])
+        got = fresh[row] if row in fresh else known[row]
         if isinstance(got, str):
             failures[fid] = got
             continue
-        correction, structure = got
+        correction, composition = got
         try:
-            ef_pred[i] = thermo.e_form_per_atom(float(e_pred[i]), structure, correction, fid)
+            ef_pred[i] = formation_energy_per_atom(float(e_pred[i]) + correction, composition, thermo._refs(), fid)
         except ThermoError as error:
             failures[fid] = error.reason
+    if cache is not None and len(cache) + len(fresh) <= CORRECTION_CACHE_MAX:
+        cache.update(fresh)
 
 
 def _parity_points(keys: _RowKeys, nsites, e_pred, e_true, ef_pred, ef_true, f_ok, s_ok, truth: TruthReader, predictions, batch_rows: int, cfg: ScoringConfig):
@@ -636,6 +668,106 @@ def join_split(strategy: str, split: pd.DataFrame, scored: pd.DataFrame, per_fol
     return merged, {"evaluated": True, "folds": folds, "n_missing_predictions": int(missing.sum())}
 
 
+@dataclass
+class StabilityTruth:
+    """Per dedup row: the label E_hull and decomposition energy (eV/atom, NaN where unlabelled)."""
+
+    e_hull: np.ndarray
+    e_decomp: np.ndarray | None  # None: no competing phases, shift formula only
+    basis: np.ndarray | None  # xtalbench.evaluate.hull.BASIS_* per row
+    report: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return "decomposition_energy" if self.e_decomp is not None else "shift"
+
+
+def _formula(numbers: Sequence[int]) -> str:
+    from pymatgen.core.periodic_table import Element
+
+    values, counts = np.unique(np.asarray(numbers, dtype=np.int64), return_counts=True)
+    return " ".join(f"{Element.from_Z(int(z)).symbol}{int(n)}" for z, n in zip(values, counts, strict=True))
+
+
+def stability_truth(truth: TruthReader, cfg: ScoringConfig) -> StabilityTruth:
+    """Label stability of every dedup row: E_hull (shift formula) and, with competing phases,
+    decomposition energies against the hull of all other phases (`xtalbench.evaluate.hull`)."""
+    from xtalbench.evaluate import hull
+
+    n = truth.num_rows
+    e_hull, e_form = np.full(n, np.nan), np.full(n, np.nan)
+    ids: list[str] = []
+    formulas: list[str] = []
+    rows: list[int] = []
+    start = 0
+    columns = [c for c in ("frame_id", "material_id", "numbers", "formation_energy_per_atom", "e_above_hull") if c in truth.columns]
+    if "e_above_hull" not in columns or "formation_energy_per_atom" not in columns:
+        return StabilityTruth(e_hull, None, None, {"method": "shift", "note": "no e_above_hull / formation_energy_per_atom labels"})
+    for batch in iter_batches(truth.path, columns=columns, batch_size=truth.batch_rows):
+        table = pa.Table.from_batches([batch])
+        stop = start + table.num_rows
+        e_hull[start:stop] = _floats(table, "e_above_hull")
+        e_form[start:stop] = _floats(table, "formation_energy_per_atom")
+        have = np.flatnonzero(np.isfinite(e_hull[start:stop]) & np.isfinite(e_form[start:stop]))
+        if len(have):
+            mids = table.column("material_id" if "material_id" in columns else "frame_id").to_pylist()
+            fids = table.column("frame_id").to_pylist()
+            numbers = table.column("numbers").take(pa.array(have)).to_pylist()
+            for k, i in enumerate(have):
+                ids.append(str(mids[i] if mids[i] is not None else fids[i]))
+                formulas.append(_formula(numbers[k]))
+                rows.append(start + int(i))
+        start = stop
+    report: dict[str, Any] = {"n_labelled": len(rows)}
+    path = cfg.competing_phases
+    if path is None or not rows:
+        report.update(method="shift", note="no competing phases configured (evaluate.competing_phases: null)" if path is None else "no labelled rows")
+        return StabilityTruth(e_hull, None, None, report)
+    if not Path(path).exists():
+        report.update(method="shift", note=f"competing phases {path} not found: shift formula only (exact above the hull, the sign of the error on it)")
+        return StabilityTruth(e_hull, None, None, report)
+    idx = np.array(rows, dtype=np.int64)
+    labels = pd.DataFrame({"material_id": ids, "formula": formulas, "e_form": e_form[idx]})
+    phases, phase_report = hull.build_competing_phases(labels, path, cfg.hull_scheme_policy, cfg.hull_max_disagreement)
+    e_d, basis_l, counts = hull.decomposition_energies(phases, ids, formulas, e_form[idx], e_hull[idx], progress=True)
+    e_decomp, basis = np.full(n, np.nan), np.zeros(n, dtype=np.int8)
+    e_decomp[idx], basis[idx] = e_d, basis_l
+    report.update(method="decomposition_energy", competing_phases=phase_report, **counts)
+    return StabilityTruth(e_hull, e_decomp, basis, report)
+
+
+def role_stability(rows: pd.DataFrame, truth: StabilityTruth, threshold: float, tolerance: float) -> dict[str, Any]:
+    """Stability scores of the rows expected in one strategy × fold × role (predicted or not).
+
+    Prediction = label + the row's E_form error (`e_form_err`); rows without one (no prediction,
+    or E_form not computable) count as predicted unstable (Matbench Discovery). Headline keys use
+    decomposition energies when `truth` has them, `shift_*` keys the shift formula.
+    """
+    from xtalbench.evaluate.hull import BASIS_ABOVE_HULL, BASIS_FALLBACK, BASIS_MARGIN
+
+    r = rows["_row"].to_numpy(dtype=np.int64)
+    keep = r >= 0
+    r = r[keep]
+    err = rows["e_form_err"].to_numpy(dtype=np.float64, na_value=np.nan)[keep] if "e_form_err" in rows else np.full(len(r), np.nan)
+    scored = rows["scored"].to_numpy(dtype=bool)[keep]
+    err = np.where(scored, err, np.nan)
+    out: dict[str, Any] = {}
+    shift = stability_metrics(truth.e_hull[r], truth.e_hull[r] + err, threshold, tolerance)
+    out.update({f"shift_{k}": shift[k] for k in STABILITY_KEYS + STABILITY_COUNTS})
+    if truth.e_decomp is not None:
+        main = stability_metrics(truth.e_decomp[r], truth.e_decomp[r] + err, threshold, tolerance)
+        b = truth.basis[r]
+        out.update(n_stability_above_hull=int(np.sum(b == BASIS_ABOVE_HULL)), n_stability_on_hull_margin=int(np.sum(b == BASIS_MARGIN)),
+                   n_stability_on_hull_inconsistent=int(np.sum(b == BASIS_FALLBACK)))  # fmt: skip
+    else:
+        main = shift
+    out.update({k: main[k] for k in STABILITY_KEYS + STABILITY_COUNTS})
+    out["stability_basis"] = truth.method
+    out["n_stability_labelled"] = main["tp"] + main["fp"] + main["fn"] + main["tn"]
+    out["n_stability_missing_predictions"] = main["n_missing"]
+    return out
+
+
 def role_metrics(group: pd.DataFrame, threshold: float) -> dict[str, Any]:
     """Metrics of one strategy × fold × role set (only rows with a prediction)."""
     out: dict[str, Any] = {"n": len(group), "n_materials": int(group["material_id"].nunique())}
@@ -726,9 +858,9 @@ def label_notes(has_truth: Mapping[str, bool], has_pred: Mapping[str, bool], ene
         if reason:
             notes.update(dict.fromkeys(metric_names, reason))
     if not has_truth.get("e_above_hull", False):
-        notes.update(dict.fromkeys(STABILITY_KEYS, "no `e_above_hull` labels in the dataset"))
+        notes.update(dict.fromkeys(STABILITY_KEYS + SHIFT_KEYS, "no `e_above_hull` labels in the dataset"))
     elif "e_form_mae_meV_per_atom" in notes:
-        notes.update(dict.fromkeys(STABILITY_KEYS, "no predicted formation energies: " + notes["e_form_mae_meV_per_atom"]))
+        notes.update(dict.fromkeys(STABILITY_KEYS + SHIFT_KEYS, "no predicted formation energies: " + notes["e_form_mae_meV_per_atom"]))
     return notes
 
 
@@ -789,6 +921,7 @@ def score_model(
     corrected = energies_mp2020_corrected(spec)
     res = frame_errors(truth, predictions, energy_kind, cfg, source=str(paths.dedup), apply_mp2020=not corrected, batch_rows=batch_rows)
     scored, coverage, index = res.frame, res.coverage, res.index
+    stab = stability_truth(truth, cfg)
 
     strategies: dict[str, Any] = {}
     gap_sums: dict[str, pd.DataFrame | None] = {}
@@ -809,8 +942,13 @@ def score_model(
                 set(rows.loc[rows["role"] == "test", "material_id"]),
                 set(rows.loc[rows["role"] == "train", "material_id"]),
             )
-            got = merged[(merged["fold"] == fold) & merged["scored"]]
-            folds[str(fold)] = {role: role_metrics(g, cfg.stability_threshold) for role, g in got.groupby("role", sort=True)}
+            in_fold = merged[merged["fold"] == fold]
+            expected = in_fold[in_fold["role"].isin(("val", "test"))] if per_fold else in_fold
+            got = in_fold[in_fold["scored"]]
+            folds[str(fold)] = {}
+            for role, g in got.groupby("role", sort=True):
+                folds[str(fold)][role] = role_metrics(g, cfg.stability_threshold)
+                folds[str(fold)][role].update(role_stability(expected[expected["role"] == role], stab, cfg.stability_threshold, cfg.stability_tolerance))
         mean, std = fold_summary(folds)
         strategies[strategy] = {"folds": folds, "mean": mean, "std": std, "n_folds": len(folds)}
         del split, merged
@@ -836,9 +974,17 @@ def score_model(
         else ("model energies already MP2020-corrected; MP elemental references" if corrected else "MP2020 correction (MPRelaxSet parameters) + MP elemental references"),
         "settings": {
             "stability_threshold_eV_per_atom": cfg.stability_threshold,
+            "stability_tolerance_eV_per_atom": cfg.stability_tolerance,
             "n_bootstrap": cfg.n_bootstrap,
             "seed": cfg.seed,
             "force_cosine_min_norm_eV_per_A": cfg.force_cosine_min_norm,
+        },
+        "stability": {
+            **stab.report,
+            "rule": f"stable ⇔ E ≤ {cfg.stability_threshold} + {cfg.stability_tolerance} eV/atom; E = decomposition energy against the hull of all "
+            "other phases (Bartel 2020) where `stability_basis` is decomposition_energy, E = E_hull,MP + ΔE_form (shift formula) in `shift_*` keys",
+            "missing_predictions": "counted as predicted unstable (Matbench Discovery): n_stability_missing_predictions per set",
+            "daf_prevalence": "stable fraction of the set's labelled rows (missing predictions included), not of the whole dataset",
         },
         "strategies": strategies,
         "gap": gap_report(gap_sums, cfg),

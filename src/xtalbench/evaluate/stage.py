@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from xtalbench.core.io import open_parquet
 from xtalbench.models import ModelSpec, Predictor, load_model
 
 PREDICTIONS_SCHEMA = pa.schema(
@@ -258,7 +258,7 @@ def _input_schema(source: str | Path | pa.Table) -> pa.Schema:
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
-        schema, name = pq.ParquetFile(path).schema_arrow, str(path)
+        schema, name = open_parquet(path).schema_arrow, str(path)  # InputError names an unreadable file
     missing = [c for c in INPUT_COLUMNS if c not in schema.names]
     if missing:
         raise ValueError(f"{name}: field {missing[0]!r} missing (evaluate needs {', '.join(INPUT_COLUMNS)})")
@@ -386,9 +386,7 @@ def evaluate(
                 wall += result.seconds
                 raw.unlink()
                 todo.unlink()
-    except BaseException:
-        output.unlink(missing_ok=True)
-        skipped_output.unlink(missing_ok=True)
+    except BaseException:  # the writers dropped their temporaries: previous outputs are untouched
         raise
     if n_predicted + n_skipped != n_input:
         raise AssertionError(f"{spec.name}: {n_input} rows in, {n_predicted} predicted + {n_skipped} skipped")

@@ -15,17 +15,23 @@ neither. `MP2020FormationEnergy` puts a predicted total energy on the same footi
    are `PAW_PBE <MPRelaxSet POTCAR[el]>` (e.g. `Fe_pv`), which the compatibility's POTCAR
    check then accepts. MPtrj-trained models reproduce exactly this GGA/GGA+U mixture.
 2. **Correction.** A `ComputedStructureEntry` with those parameters goes through
-   `MaterialsProject2020Compatibility()` (Advanced scheme, pymatgen defaults: peroxide
-   detection from the structure, `strict_anions="require_bound"`, oxidation states guessed
-   from the composition). MP2020 corrections depend on the composition and structure only,
-   never on the energy, so the correction of each frame is computed once and added to any
-   predicted energy of that frame.
+   `MaterialsProject2020Compatibility()` (Advanced scheme, `strict_anions="require_bound"`)
+   with the two inputs MP itself stores with each entry (`mp_entry_data`): `oxide_type` as
+   emmet computes it (`oxide_type(structure)`, relative cutoff 1.1 Å — pymatgen's own fallback
+   uses 1.05 Å and calls e.g. LiFeO3 mp-761189 a peroxide, −7.302 eV instead of MP's −5.478 eV)
+   and `oxidation_states` as emmet's `OxidationStateDoc` assigns them (BVAnalyzer, averaged per
+   element; if it fails, the first `oxi_state_guesses(max_sites=-50)`; pymatgen's own fallback
+   guesses with `max_sites=-20` only). MP2020 corrections depend on the composition and
+   structure only, never on the energy, so the correction of each frame is computed once and
+   added to any predicted energy of that frame.
 3. **Formation energy.** E_form = (E + correction − Σ_i n_i μ_i) / N, where μ_i is the energy
    per atom of element i's MP reference entry (lowest-energy MP entry of the element,
    2023-02-07, from Matbench Discovery; elemental entries carry no MP2020 correction).
 
-Predicted hull distance: E_hull,pred = E_hull,MP + (E_form,pred − E_form,MP), i.e. the model's
-error moves the material against MP's own hull (the rest of the hull is taken as exact).
+Predicted hull distance by the *shift formula*: E_hull,pred = E_hull,MP + (E_form,pred − E_form,MP),
+i.e. the model's error moves the material against MP's own hull. It is exact only for materials
+above the hull (E_hull,MP > 0); on the hull it reduces to the sign of the error. Hull-aware
+decomposition energies (Bartel et al. 2020) are in `xtalbench.evaluate.hull`.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from xtalbench.core.errors import XtalbenchError
 
 MP_REFERENCES = Path("../shared/data/mp-references/2023-02-07-mp-elemental-reference-entries.json.gz")
 DEFAULT_STABILITY_THRESHOLD = 0.0  # eV/atom; stable ⇔ E_hull ≤ threshold
+OXIDE_TYPE_CUTOFF = 1.1  # emmet: `oxide_type(structure)` with pymatgen's default relative cutoff
+OXI_GUESS_MAX_SITES = -50  # emmet OxidationStateDoc fallback: `oxi_state_guesses(max_sites=-50)`
 
 
 class ThermoError(XtalbenchError, ValueError):
@@ -111,6 +119,44 @@ def mp2020_parameters(composition: Mapping[str, float]) -> dict[str, Any]:
     }
 
 
+def mp_oxidation_states(structure: Any) -> dict[str, float]:
+    """Average oxidation state per element as emmet's `OxidationStateDoc` assigns it.
+
+    BVAnalyzer valences (magnetic moments and oxidation states removed first), averaged over the
+    sites of each element; if BVAnalyzer fails, the first `oxi_state_guesses(max_sites=-50)`;
+    `{}` if both fail (MP2020 then corrects only the most electronegative anion).
+    """
+    from pymatgen.analysis.bond_valence import BVAnalyzer
+
+    structure = structure.copy()
+    structure.remove_oxidation_states()
+    if "magmom" in structure.site_properties:
+        structure.remove_site_property("magmom")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            valences = BVAnalyzer().get_valences(structure)
+        except Exception:  # noqa: BLE001 - emmet catches everything here too, then guesses
+            valences = None
+        if valences is not None:
+            per_element: dict[str, list[float]] = {}
+            for site, valence in zip(structure, valences, strict=True):
+                per_element.setdefault(str(site.specie), []).append(float(valence))
+            return {el: float(np.mean(v)) for el, v in per_element.items()}
+        try:
+            guess = structure.composition.oxi_state_guesses(max_sites=OXI_GUESS_MAX_SITES)
+        except Exception:  # noqa: BLE001
+            return {}
+    return {str(el): float(v) for el, v in guess[0].items()} if guess else {}
+
+
+def mp_entry_data(structure: Any) -> dict[str, Any]:
+    """`oxide_type` and `oxidation_states` as MP's entries carry them (see the module docstring)."""
+    from pymatgen.analysis.structure_analyzer import oxide_type
+
+    return {"oxide_type": oxide_type(structure, OXIDE_TYPE_CUTOFF), "oxidation_states": mp_oxidation_states(structure)}
+
+
 class MP2020FormationEnergy:
     """Predicted total energies → MP2020-corrected formation energies per atom.
 
@@ -145,7 +191,7 @@ class MP2020FormationEnergy:
             parameters = mp2020_parameters(composition)
         except ValueError as error:
             raise ThermoError(record, "numbers", str(error)) from None
-        entry = ComputedStructureEntry(structure, 0.0, parameters=parameters, entry_id=record)
+        entry = ComputedStructureEntry(structure, 0.0, parameters=parameters, data=mp_entry_data(structure), entry_id=record)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "failed to guess oxidation states" etc.: handled by the scheme
             try:
@@ -179,16 +225,26 @@ def predicted_e_hull(e_hull_mp: np.ndarray, e_form_pred: np.ndarray, e_form_mp: 
     return np.asarray(e_hull_mp, dtype=np.float64) + (np.asarray(e_form_pred, dtype=np.float64) - np.asarray(e_form_mp, dtype=np.float64))
 
 
-def stability_metrics(e_hull_true: np.ndarray, e_hull_pred: np.ndarray, threshold: float = DEFAULT_STABILITY_THRESHOLD) -> dict[str, float | int | None]:
-    """Stable ⇔ E_hull ≤ threshold. Classification scores of predicted vs MP stability.
+def stability_metrics(e_hull_true: np.ndarray, e_hull_pred: np.ndarray, threshold: float = DEFAULT_STABILITY_THRESHOLD,
+                      tolerance: float = 0.0) -> dict[str, float | int | None]:  # fmt: skip
+    """Stable ⇔ energy ≤ threshold + tolerance. Classification scores of predicted vs true stability.
 
-    DAF (discovery acceleration factor) = precision / prevalence of stable materials: how many
-    times more stable materials a model-guided search finds than random picks. False-kill rate =
-    stable materials predicted unstable / stable materials (= 1 − recall). Undefined ratios
-    (no positives) are None.
+    The energies are hull distances or decomposition energies (eV/atom). As in Matbench
+    Discovery, a missing prediction (NaN) counts as predicted unstable (`n_missing`); rows
+    without a true label are left out. DAF (discovery acceleration factor) = precision /
+    prevalence, the prevalence being the stable fraction of the rows scored here (this set,
+    missing predictions included), not of a whole dataset. False-kill rate = stable materials
+    predicted unstable / stable materials (= 1 − recall). Undefined ratios are None: precision
+    with no predicted positive, recall and prevalence-based ones with no true positive, F1 with
+    no true positive (precision and recall both 0 or undefined: NaN in Matbench Discovery).
     """
-    true = np.asarray(e_hull_true, dtype=np.float64) <= threshold
-    pred = np.asarray(e_hull_pred, dtype=np.float64) <= threshold
+    e_true = np.asarray(e_hull_true, dtype=np.float64)
+    e_pred = np.asarray(e_hull_pred, dtype=np.float64)
+    labelled = np.isfinite(e_true)
+    e_true, e_pred = e_true[labelled], e_pred[labelled]
+    cut = threshold + tolerance
+    true = e_true <= cut
+    pred = np.isfinite(e_pred) & (e_pred <= cut)
     tp = int(np.sum(true & pred))
     fp = int(np.sum(~true & pred))
     fn = int(np.sum(true & ~pred))
@@ -198,7 +254,7 @@ def stability_metrics(e_hull_true: np.ndarray, e_hull_pred: np.ndarray, threshol
     recall = tp / (tp + fn) if tp + fn else None
     prevalence = (tp + fn) / n if n else None
     return {
-        "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else None,
         "precision": precision,
         "recall": recall,
         "accuracy": (tp + tn) / n if n else None,
@@ -209,4 +265,5 @@ def stability_metrics(e_hull_true: np.ndarray, e_hull_pred: np.ndarray, threshol
         "fp": fp,
         "fn": fn,
         "tn": tn,
+        "n_missing": int(np.sum(~np.isfinite(e_pred))),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from xtalbench.core.project import Paths, dataset_params, load_params
+from xtalbench.core.project import Paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,10 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xtalbench.core.params import read_params
+    from xtalbench.fetch.params import dataset_entry
     from xtalbench.fetch.sources.local import SourceError
     from xtalbench.fetch.stage import fetch
 
-    config = dataset_params(load_params(args.params), args.dataset)
+    entry = dataset_entry(read_params(args.params), args.dataset, args.params)  # typed, per source
+    config = entry.as_config()  # the keys the file set: each source applies its own defaults
     try:
         summary = fetch(args.dataset, config, Paths(args.dataset))
     except SourceError as error:

@@ -209,23 +209,60 @@ def render_text(result: DiffResult) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_markdown(result: DiffResult) -> str:
-    rows = table(result)
-    lines = ["## xtalbench metric diff", "", _headline(result), "",
-             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    for row in rows[1:]:
-        cells = [f"`{row[0]}`", f"`{row[1]}`", *row[2:6], f"**{row[6]}**" if row[6].startswith(FAIL) else row[6]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+def severity(row: DiffRow) -> tuple:
+    """Sort key, worst first: enforced failures, informational failures, then gated rows by how
+    much worse they got (relative to the old value), then ungated changes by |relative change|."""
+    rank = 0 if row.blocking else 1 if row.status.startswith(FAIL) else 2 if row.gates else 3
+    worse = 0.0
+    if row.change is not None:
+        size = abs(row.change) / (abs(row.old) if row.old else 1.0)
+        worse = size if not row.gates else {"worse": size, "better": -size}.get(row.verdict, 0.0)
+    return (rank, -worse, row.file, row.key)
+
+
+def changed_rows(result: DiffResult) -> list[DiffRow]:
+    """Rows whose value changed, appeared or disappeared, or that fail a gate; worst first."""
+    rows = [r for r in result.rows if (r.old is not None or r.new is not None)   # unmatched gates: in the summary
+            and (r.status.startswith(FAIL) or r.change not in (None, 0) or r.verdict in ("new", "removed"))]
+    return sorted(rows, key=severity)
+
+
+def gate_summary(result: DiffResult) -> str:
+    """One line: gated metrics worse / within tolerance / better, failures, unmatched gates."""
+    gated = [r for r in result.rows if r.gates and (r.old is not None or r.new is not None)]
+    worse = sum(r.verdict == "worse" for r in gated)
+    failed = sum(r.status.startswith(FAIL) for r in gated)
+    unmatched = sorted({g for r in result.rows if r.old is None and r.new is None for g in r.gates})
+    text = (f"Gates: {len(gated)} gated metrics; {failed} FAIL, {worse - min(worse, failed)} worse but within tolerance, "
+            f"{sum(r.verdict == 'better' for r in gated)} better, {sum(r.verdict == 'same' for r in gated)} unchanged")
+    return text + (f"; matching no metric: {', '.join(f'`{g}`' for g in unmatched)}." if unmatched else ".")
+
+
+def render_markdown(result: DiffResult, max_rows: int = 25) -> str:
+    """Short enough for a PR comment: changed metrics only, worst first, gates in one line."""
+    rows = changed_rows(result)
+    header = table(result)[0]
+    lines = ["## xtalbench metric diff", "", _headline(result, f"{len(rows)} changed metric(s)"), "", gate_summary(result), ""]
+    if not rows:
+        lines.append("No metric changed.")
+    else:
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in rows[:max_rows]:
+            status = f"**{r.status}**" if r.status.startswith(FAIL) else r.status
+            cells = [f"`{r.file}`", f"`{r.key}`", _num(r.old), _num(r.new), _change(r), r.verdict or "—", status]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        if len(rows) > max_rows:
+            lines += ["", f"… and {len(rows) - max_rows} more changed metric(s): run `xtalbench diff` for all."]
     failures = _failures(result)
     if failures:
         lines += ["", "<details><summary>Gate failures</summary>", "", *[f"- {f}" for f in failures], "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
-def _headline(result: DiffResult) -> str:
+def _headline(result: DiffResult, count: str | None = None) -> str:
     base = f"against `{result.rev}`" if result.baseline else f"no baseline (`{result.rev}` not found): thresholds only"
     verdict = "FAIL: a gate regressed or a threshold failed" if result.failed else "PASS"
-    return f"Metrics diff {base}. {len(result.rows)} row(s). Result: {verdict}."
+    return f"Metrics diff {base}. {count or f'{len(result.rows)} row(s)'}. Result: {verdict}."
 
 
 def _failures(result: DiffResult) -> list[str]:

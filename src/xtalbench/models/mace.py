@@ -11,17 +11,16 @@ import os
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # mace checkpoints are pickled modules
 
-from collections.abc import Mapping, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-import mace  # noqa: E402,F401  # must precede e3nn.o3 (torch>=2.6 weights-only loading trap)
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import torch  # noqa: E402
+import mace  # noqa: F401  # must precede e3nn.o3 (torch>=2.6 weights-only loading trap)
+import numpy as np
+import torch
 
-from xtalbench.models import ModelLoadError, as_rows, check_elements, voigt  # noqa: E402
-from xtalbench.models.registry import FOUNDATION_ALIASES, ModelSpec  # noqa: E402
+from xtalbench.models.base import ModelLoadError, Predictor, Rows, voigt
+from xtalbench.models.registry import FOUNDATION_ALIASES, ModelSpec
 
 DEFAULT_BATCH_SIZE = 32
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -62,21 +61,22 @@ class _GraphDataset(torch.utils.data.Dataset):
         return mace_data.AtomicData.from_config(config, z_table=self.z_table, cutoff=self.r_max, heads=self.heads)
 
 
-class MacePredictor:
-    """Batched energy/forces/stress from a MACE torch module."""
+class MacePredictor(Predictor):
+    """Batched energy/forces/stress from a MACE torch module (one forward pass per batch)."""
+
+    batched = True
+    default_batch = DEFAULT_BATCH_SIZE
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", dtype: str = "float64", name: str = "mace", progress: bool = True):
         from mace.tools import utils
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: expected float32 or float64")
-        self.name, self.device, self.dtype, self.progress = name, device, dtype, progress
-        self.model = (model.double() if dtype == "float64" else model.float()).to(device).eval()
+        super().__init__(name, device=device, dtype=dtype, progress=progress)
+        self.model = (model.double() if self.dtype == "float64" else model.float()).to(self.device).eval()
         for param in self.model.parameters():
             param.requires_grad = False
         self.r_max = float(self.model.r_max)
         self.z_table = utils.AtomicNumberTable([int(z) for z in self.model.atomic_numbers])
-        self.supported_numbers: frozenset[int] | None = frozenset(self.z_table.zs)
+        self.supported_numbers = frozenset(self.z_table.zs)
         heads = list(getattr(self.model, "heads", None) or ["Default"])
         self.heads = heads
         defaults = [h for h in heads if h.lower() == "default"]
@@ -112,37 +112,24 @@ class MacePredictor:
             ) from error
         return cls(module, device=device, dtype=dtype, name=spec.name, **options)
 
-    def default_batch_size(self) -> int:
-        return DEFAULT_BATCH_SIZE
-
-    def predict(self, frames: Sequence[Mapping[str, Any]] | pa.Table, batch_size: int | None = None) -> dict[str, Any]:
+    def _predict_batch(self, rows: Rows) -> dict[str, Any]:
         from mace.tools import torch_geometric, torch_tools
-        from tqdm import tqdm
 
-        rows = as_rows(frames)
-        check_elements(rows, self.supported_numbers, self.name)
-        batch_size = int(batch_size or self.default_batch_size())
-        energies, stresses, forces = [], [], []
         with torch_tools.default_dtype(self.dtype):
             loader = torch_geometric.dataloader.DataLoader(
                 dataset=_GraphDataset(rows, self.z_table, self.r_max, self.heads, self.head),
-                batch_size=batch_size,
+                batch_size=len(rows),
                 shuffle=False,
                 drop_last=False,
             )
-            for batch in tqdm(loader, desc=f"{self.name} inference", unit="batch", disable=not self.progress, leave=False):
-                batch = batch.to(self.device)
-                out = self.model(batch.to_dict(), compute_stress=True, training=False)
-                energies.append(out["energy"].detach().cpu().numpy().astype(np.float64))
-                stress = out.get("stress")
-                stresses.append(None if stress is None else stress.detach().cpu().numpy().astype(np.float64))
-                ptr = batch.ptr.cpu().numpy()
-                f = out["forces"].detach().cpu().numpy().astype(np.float64)
-                forces.extend(f[ptr[i] : ptr[i + 1]] for i in range(len(ptr) - 1))
-        energy = np.concatenate(energies) if energies else np.zeros(0)
-        stress_out = None
-        if stresses and all(s is not None for s in stresses):
-            stress_out = voigt(np.concatenate(stresses))
-            periodic = np.array([all(r["pbc"]) for r in rows])
-            stress_out[~periodic] = np.nan  # no cell, no stress
-        return {"energy": energy, "forces": forces, "stress": stress_out}
+            (batch,) = list(loader)
+            batch = batch.to(self.device)
+            out = self.model(batch.to_dict(), compute_stress=True, training=False)
+        ptr = batch.ptr.cpu().numpy()
+        f = out["forces"].detach().cpu().numpy().astype(np.float64)
+        stress = out.get("stress")
+        return {
+            "energy": out["energy"].detach().cpu().numpy().astype(np.float64),
+            "forces": [f[ptr[i] : ptr[i + 1]] for i in range(len(ptr) - 1)],
+            "stress": None if stress is None else voigt(stress.detach().cpu().numpy()),
+        }

@@ -6,6 +6,12 @@ energies, or `formation` = E_form × N for models trained on formation energies)
 differ per dataset (a pipeline-trained model's checkpoint and energy kind) may be templated with
 `{dataset}`, `{strategy}`, `{fold}` or given as a mapping dataset → value; `resolve(dataset)`
 turns them into plain values.
+
+Level of theory (Matbench Discovery style): `functional` (the DFT the training labels came
+from), `energy_convention` (what its total energies mean: `mp2020-corrected` PBE/PBE+U totals with
+MP2020 corrections, `raw` uncorrected totals of its functional, `formation` E_form x N, `empirical`
+not DFT-referenced) with the `evidence` for it, `hardware` notes, and `environment:` (the pinned
+stack it runs in; see `xtalbench.models.env`).
 """
 
 from __future__ import annotations
@@ -18,9 +24,13 @@ from typing import Any
 import yaml
 
 from xtalbench.core.errors import XtalbenchError
+from xtalbench.models.env import Environment, EnvironmentSpecError, parse_environment
 
 MODELS_DIR = Path("models")
-KINDS = ("mace-foundation", "mace-file", "mace-trained", "chgnet", "ase")
+KINDS = ("mace-foundation", "mace-file", "mace-trained", "chgnet", "ase", "sevennet", "matgl")
+FUNCTIONALS = ("PBE", "PBE+U", "PBE/PBE+U", "PBEsol", "r2SCAN", "unknown", "none")
+ENERGY_CONVENTIONS = ("mp2020-corrected", "raw", "formation", "empirical")
+STATUSES = ("ok", "unreliable")
 ENERGY_KINDS = ("total", "formation")
 FOUNDATION_FAMILIES = ("mace_mp", "mace_off")
 # Short names accepted for mace-torch's foundation checkpoints (keys of mace_mp_urls otherwise).
@@ -31,6 +41,8 @@ _REQUIRED_BY_KIND = {
     "mace-trained": ("checkpoint",),
     "chgnet": (),
     "ase": ("calculator",),
+    "sevennet": ("checkpoint",),
+    "matgl": ("checkpoint",),
 }
 
 
@@ -69,7 +81,25 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)  # batch_size, dtype, ... per model
     description: str = ""
     url: str | None = None
+    functional: str = "unknown"  # level of theory of the training labels (FUNCTIONALS)
+    energy_convention: str | None = None  # ENERGY_CONVENTIONS; None: not recorded
+    evidence: str = ""  # how the energy convention was established (measured here, or the model card)
+    hardware: str = ""  # where it runs and how fast, in words
+    parameters: int | None = None  # number of trainable parameters
+    environment: Environment | None = None  # its own pinned environment (None: the main one)
+    status: str = "ok"  # STATUSES: "unreliable" = runs, but its predictions are known to be wrong here
+    known_issues: str = ""  # what is wrong and the evidence (required when status is not ok)
     source: str = ""  # the YAML file this spec came from
+
+    @property
+    def mp2020_corrected(self) -> bool | None:
+        """Whether its total energies already carry MP2020 corrections (None: not recorded)."""
+        if self.energy_convention == "mp2020-corrected":
+            return True
+        if self.energy_convention == "raw":
+            return False
+        value = self.defaults.get("mp2020_corrected")
+        return None if value is None else bool(value)
 
     @property
     def per_fold(self) -> bool:
@@ -110,6 +140,7 @@ def parse_spec(data: Any, source: str = "<dict>") -> ModelSpec:
     if not isinstance(data, dict):
         raise ModelSpecError(source, "<root>", f"expected a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(ModelSpec)} - {"source"}
+    data = {k: v for k, v in data.items() if k != "_source"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ModelSpecError(source, unknown[0], f"unknown field (allowed: {', '.join(sorted(known))})")
@@ -141,6 +172,26 @@ def parse_spec(data: Any, source: str = "<dict>") -> ModelSpec:
     for key in ("name", "database"):
         if not ts.get(key):
             raise ModelSpecError(source, f"training_set.{key}", "missing")
+    functional = str(data.get("functional") or "unknown")
+    if functional not in FUNCTIONALS:
+        raise ModelSpecError(source, "functional", f"{functional!r} is not one of {', '.join(FUNCTIONALS)}")
+    convention = data.get("energy_convention")
+    if convention is not None and convention not in ENERGY_CONVENTIONS:
+        raise ModelSpecError(source, "energy_convention", f"{convention!r} is not one of {', '.join(ENERGY_CONVENTIONS)}")
+    environment = None
+    if data.get("environment") is not None:
+        try:
+            environment = parse_environment(data["environment"], source)
+        except EnvironmentSpecError as error:
+            raise ModelSpecError(source, "environment", str(error).split(": ", 1)[-1]) from None
+    status = str(data.get("status") or "ok")
+    if status not in STATUSES:
+        raise ModelSpecError(source, "status", f"{status!r} is not one of {', '.join(STATUSES)}")
+    if status != "ok" and not str(data.get("known_issues") or "").strip():
+        raise ModelSpecError(source, "known_issues", f"required when status is {status!r}")
+    parameters = data.get("parameters")
+    if parameters is not None and (not isinstance(parameters, int) or parameters <= 0):
+        raise ModelSpecError(source, "parameters", f"{parameters!r} is not a positive integer")
     for key in ("calculator_kwargs", "versions", "defaults"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise ModelSpecError(source, key, "expected a mapping")
@@ -174,8 +225,25 @@ def parse_spec(data: Any, source: str = "<dict>") -> ModelSpec:
         defaults=dict(data.get("defaults") or {}),
         description=str(data.get("description") or ""),
         url=data.get("url"),
+        functional=functional,
+        energy_convention=convention,
+        evidence=str(data.get("evidence") or "").strip(),
+        hardware=str(data.get("hardware") or "").strip(),
+        parameters=parameters,
+        environment=environment,
+        status=status,
+        known_issues=str(data.get("known_issues") or "").strip(),
         source=source,
     )
+
+
+def spec_data(spec: ModelSpec) -> dict[str, Any]:
+    """The spec as the mapping `parse_spec` reads (to send a spec to a worker process)."""
+    data = dataclasses.asdict(spec)
+    data["environment"] = None if spec.environment is None else spec.environment.as_dict()
+    data["elements"] = None if spec.elements is None else list(spec.elements)
+    data["_source"] = data.pop("source") or "<spec>"
+    return {k: v for k, v in data.items() if v is not None or k == "_source"}
 
 
 def load_spec(name_or_path: str | Path, models_dir: str | Path = MODELS_DIR) -> ModelSpec:
@@ -201,14 +269,31 @@ def load_all(models_dir: str | Path = MODELS_DIR) -> dict[str, ModelSpec]:
     return {p.stem: load_spec(p, models_dir) for p in sorted(Path(models_dir).glob("*.yaml"))}
 
 
-def load_model(spec: ModelSpec, device: str = "cpu", dtype: str = "float64", checkpoint: str | Path | None = None, **options: Any):
-    """A predictor for the spec (see `xtalbench.models.Predictor`).
+def in_worker() -> bool:
+    """True inside a model worker process (it loads its model in-process)."""
+    import os
 
-    `checkpoint` overrides the spec's (fold-trained models: one file per strategy and fold).
+    return os.environ.get("XTALBENCH_WORKER") == "1"
+
+
+def load_model(spec: ModelSpec, device: str = "cpu", dtype: str | None = "float64", checkpoint: str | Path | None = None,
+               in_process: bool | None = None, **options: Any):  # fmt: skip
+    """A predictor for the spec (a `xtalbench.models.base.Predictor`).
+
+    `checkpoint` overrides the spec's (fold-trained models: one file per strategy and fold). A
+    spec with an `environment:` runs in a worker inside that environment (built on first use)
+    unless `in_process` (the worker itself, or a caller whose environment has the packages).
     """
+    if in_process is None:
+        in_process = spec.environment is None or in_worker()
+    if not in_process:
+        from xtalbench.models.worker import EnvPredictor
+
+        return EnvPredictor(spec, device=device, dtype=dtype, checkpoint=checkpoint, **options)
     if spec.kind in ("mace-file", "mace-trained", "mace-foundation"):
         from xtalbench.models import mace
 
+        dtype = dtype or "float64"
         if spec.kind == "mace-foundation" and checkpoint is None and spec.checkpoint is None:
             return mace.MacePredictor.from_foundation(spec, device=device, dtype=dtype, **options)
         path = Path(checkpoint or spec.checkpoint)  # type: ignore[arg-type]
@@ -216,9 +301,18 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype: str = "float64", che
     if spec.kind == "chgnet":
         from xtalbench.models.chgnet import ChgnetPredictor
 
-        return ChgnetPredictor(checkpoint=checkpoint or spec.checkpoint, device=device, name=spec.name, **options)
+        return ChgnetPredictor(checkpoint=None if (checkpoint or spec.checkpoint) is None else str(checkpoint or spec.checkpoint),
+                               device=device, name=spec.name, **options)  # fmt: skip
     if spec.kind == "ase":
         from xtalbench.models.ase_calculator import AsePredictor
 
-        return AsePredictor(spec.calculator, spec.calculator_kwargs, elements=spec.elements, name=spec.name, **options)  # type: ignore[arg-type]
+        return AsePredictor(spec.calculator, spec.calculator_kwargs, elements=spec.elements, name=spec.name, device=device, **options)  # type: ignore[arg-type]
+    if spec.kind == "sevennet":
+        from xtalbench.models.sevennet import SevennetPredictor
+
+        return SevennetPredictor(str(checkpoint or spec.checkpoint), device=device, name=spec.name, **options)
+    if spec.kind == "matgl":
+        from xtalbench.models.matgl import MatglPredictor
+
+        return MatglPredictor(str(checkpoint or spec.checkpoint), device=device, dtype=dtype, name=spec.name, **options)
     raise ModelSpecError(spec.source, "kind", f"{spec.kind!r} cannot be loaded")

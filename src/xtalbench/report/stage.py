@@ -24,6 +24,7 @@ import yaml
 
 from xtalbench.core.errors import XtalbenchError
 from xtalbench.governance.gates import flatten, is_number
+from xtalbench.report.counts import fold_sizes, funnel
 
 DEFAULT_HEADLINE = (
     "energy_mae_meV_per_atom",
@@ -35,7 +36,7 @@ DEFAULT_HEADLINE = (
     "daf",
 )
 NOT_COMPUTED = "not computed"
-STAGE_FILES = ("fetch", "dedup", "split", "summary")
+STAGE_FILES = ("fetch", "dedup", "featurize", "split", "train", "summary")
 
 
 class ReportError(XtalbenchError, ValueError):
@@ -153,6 +154,7 @@ class DatasetInputs:
     fetch: dict | None = None
     dedup: dict | None = None
     split: dict | None = None
+    featurize: dict | None = None
     split_card: dict | None = None
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -165,6 +167,7 @@ class DatasetInputs:
             "fetch": read_json(metrics / "fetch.json"),
             "dedup": read_json(metrics / "dedup.json"),
             "split": read_json(metrics / "split.json"),
+            "featurize": read_json(metrics / "featurize.json"),
             "split_card": read_json(root / "splits" / name / "split_card.json"),
         }
         for key, value in found.items():
@@ -205,13 +208,25 @@ def headline(values: Mapping[str, Any] | None, metrics: tuple[str, ...]) -> dict
     return picked
 
 
+def model_type(data: Mapping[str, Any], spec: Mapping[str, Any] | None = None) -> str:
+    """zero-shot | trained here | fine-tuned, from the registry `kind` (else the metrics file's)."""
+    kind = str((spec or {}).get("kind") or data.get("kind") or "")
+    if "finetune" in kind or "fine-tune" in kind:
+        return "fine-tuned"
+    if kind.endswith("-trained") or kind == "trained":
+        return "trained here"
+    return "zero-shot"
+
+
 def strategy_summary(strategy: str, block: Mapping[str, Any], random_block: Mapping[str, Any] | None,
-                     config: ReportConfig) -> dict[str, Any]:
-    """In vs out of distribution for one model × strategy (see the module docstring)."""
+                     config: ReportConfig, zero_shot: bool = False) -> dict[str, Any]:
+    """In vs out of distribution for one model × strategy (see the module docstring). A zero-shot
+    model never trained on the split, so its train/val roles mean nothing: its in-distribution
+    reference is always the random split's test score."""
     if strategy in config.in_distribution_strategies:
         ind, source, ood = role_means(block, "test"), f"{strategy}.test", None
     else:
-        ind, source = role_means(block, "val"), f"{strategy}.val"
+        ind, source = (None, None) if zero_shot else (role_means(block, "val"), f"{strategy}.val")
         if ind is None and random_block is not None:
             ind, source = role_means(random_block, "test"), "random.test"
         ood = role_means(block, "test")
@@ -236,7 +251,9 @@ def summarize(inputs: DatasetInputs, config: ReportConfig) -> dict[str, Any]:
         strategies = data["strategies"]
         random_block = next((strategies[s] for s in config.in_distribution_strategies if s in strategies), None)
         models[name] = {
-            "strategies": {s: strategy_summary(s, b, random_block, config) for s, b in sorted(strategies.items())},
+            "type": model_type(data),
+            "strategies": {s: strategy_summary(s, b, random_block, config, model_type(data) == "zero-shot")
+                           for s, b in sorted(strategies.items())},
             "throughput": _numbers(data.get("throughput")),
         }
     counts = {stage: None if getattr(inputs, stage) is None else
@@ -348,15 +365,16 @@ def dataset_card(inputs: DatasetInputs, summary: Mapping[str, Any]) -> str:
             ["packages", dv.get("packages")],
         ])
     lines += ["", "## Counts through the pipeline", ""]
-    rows = []
-    for stage in ("fetch", "dedup", "split"):
-        data = getattr(inputs, stage)
-        if data is None:
-            rows.append([stage, NOT_COMPUTED])
-        else:
-            scalars = {k: v for k, v in flatten(data).items() if is_number(v)}
-            rows.append([stage, "; ".join(f"{k}: {fmt(v)}" for k, v in scalars.items()) or "—"])
-    lines += md_table(["stage", "counts"], rows)
+    steps = funnel(inputs.fetch, inputs.dedup, inputs.featurize, inputs.split)
+    lines += (md_table(["step", "frames", "materials", "removed", "why removed"],
+                       [[r["step"], _dash(r["frames"]), _dash(r["materials"]), _dash(r["removed"]), r["why"] if r["removed"] else "—"]
+                        for r in steps]) if steps else [f"_Stage metrics: {NOT_COMPUTED}._"])
+    folds = fold_sizes(inputs.split)
+    if folds:
+        lines += ["", "Per fold (frames in train / val / test; all frames of a material on one side):", "",
+                  *md_table(["strategy", "fold", "held out", "train", "val", "test"],
+                            [[f"`{r['strategy']}`", r["fold"], r["name"], _dash(r["train"]), _dash(r["val"]), _dash(r["test"])]
+                             for r in folds])]
     lines += _counts_check(inputs)
     lines += ["", "## Splits", ""]
     if inputs.split_card is None:
@@ -383,6 +401,10 @@ def dataset_card(inputs: DatasetInputs, summary: Mapping[str, Any]) -> str:
     models = summary.get("models") or {}
     lines += [f"- [`{m}`]({m}_card.md)" for m in models] or [f"_none yet ({NOT_COMPUTED})._"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _dash(value: Any) -> str:
+    return "—" if value is None else fmt(value)
 
 
 def _counts_check(inputs: DatasetInputs) -> list[str]:
@@ -450,9 +472,12 @@ def model_card(model: str, spec: Mapping[str, Any] | None, per_dataset: Mapping[
                 contamination_rows.append([dataset, f"`{strategy}` test, mean over folds", fraction])
     lines += (md_table(["dataset", "contamination", "value"], contamination_rows) if contamination_rows
               else [f"_Contamination: {NOT_COMPUTED}._"])
+    zero_shot = all(s.get("type", "zero-shot") == "zero-shot" for _, s in per_dataset.values())
+    reference = ("This is a zero-shot model: it never trained on these splits, so their train/val roles mean nothing "
+                 "for it; ID is the `random` split's test score for every strategy, OOD each strategy's held-out test role. "
+                 if zero_shot else "ID is the strategy's `val` role (or the `random` test score), OOD its held-out `test` role; ")
     lines += ["", "## Metrics: in distribution (ID) beside out of distribution (OOD)", "",
-              "ID is the strategy's `val` role (or the `random` test score), OOD its held-out `test` role; "
-              "for `" + ", ".join(config.in_distribution_strategies) + "` the test role is itself in distribution. "
+              reference + "for `" + ", ".join(config.in_distribution_strategies) + "` the test role is itself in distribution. "
               "Means over folds; n = scored rows.", ""]
     for dataset, (metrics, summary) in sorted(per_dataset.items()):
         lines += [f"### `{dataset}`", ""]
@@ -553,22 +578,27 @@ def _limitations(spec: Mapping[str, Any], per_dataset: Mapping[str, tuple[dict, 
 # --- the stage ---------------------------------------------------------------------------------
 
 def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    """Write a card atomically (a temporary renamed into place): never a half-written card."""
+    from xtalbench.core.io import atomic_path
+
+    with atomic_path(path) as temp:
+        temp.write_text(text)
     return path
 
 
-def build_reports(datasets: list[str], params: Mapping[str, Any], root: str | Path = ".") -> dict[str, Any]:
+def build_reports(datasets: list[str], params: Mapping[str, Any], root: str | Path = ".", site: bool = True) -> dict[str, Any]:
     """Run the whole report stage; returns what it wrote and the gate results.
 
     Writes `metrics/<d>/summary.json` and `reports/<d>_card.md` per dataset, then
     `reports/<model>_card.md` per evaluated model (over all datasets), then
-    `reports/governance.md` (gates evaluated on the metrics files, summaries included).
+    `reports/governance.md` (gates evaluated on the metrics files, summaries included), its
+    per-metric detail `reports/governance_detail.md`, and the static site `reports/site/`.
     """
     from xtalbench.core.project import write_json
     from xtalbench.governance.gates import (
         collect_metrics,
         evaluate,
+        governance_detail_markdown,
         governance_markdown,
         parse_gates,
     )
@@ -580,8 +610,9 @@ def build_reports(datasets: list[str], params: Mapping[str, Any], root: str | Pa
     specs = model_specs(root / config.models_dir, config.models_dir)
     written: list[Path] = []
     per_model: dict[str, dict[str, tuple[dict, dict]]] = {}
+    loaded: dict[str, DatasetInputs] = {}
     for name in datasets:
-        inputs = DatasetInputs.load(name, root)
+        inputs = loaded[name] = DatasetInputs.load(name, root)
         summary = summarize(inputs, config)
         written.append(write_json(summary, root / "metrics" / name / "summary.json"))
         written.append(write_text(reports / f"{name}_card.md", dataset_card(inputs, summary)))
@@ -589,9 +620,34 @@ def build_reports(datasets: list[str], params: Mapping[str, Any], root: str | Pa
             per_model.setdefault(model, {})[name] = (metrics, summary["models"][model])
     for model, per_dataset in sorted(per_model.items()):
         written.append(write_text(reports / f"{_safe(model)}_card.md", model_card(model, specs.get(model), per_dataset, config)))
+    written += finetune_cards(datasets, root, reports)
     results = evaluate(gates, collect_metrics(gates, root))
     written.append(write_text(reports / "governance.md", governance_markdown(results)))
+    written.append(write_text(reports / "governance_detail.md", governance_detail_markdown(results)))
+    if site:
+        from xtalbench.report.site import build_site
+
+        files = build_site(root, params, config, results, loaded, specs)
+        written.append(reports / "site" / "index.html")
+        print(f"site: {len(files)} files under {reports / 'site'}")
     return {"written": written, "results": results}
+
+
+def finetune_cards(datasets: list[str], root: Path, reports: Path) -> list[Path]:
+    """`reports/finetune-<model>_card.md`: each dataset's fine-tuning section and governance table."""
+    from xtalbench.finetune.card import render
+
+    sections: dict[str, list[str]] = {}
+    for name in datasets:
+        for path in sorted((root / "metrics" / name).glob("finetune-*.json")):
+            data = read_json(path)
+            if isinstance(data, dict) and "folds" in data:
+                sections.setdefault(path.stem, []).append(f"# Dataset `{name}`\n\n" + render(data, path.relative_to(root).as_posix()))
+    written = []
+    for model, parts in sorted(sections.items()):
+        text = f"# Model card: `{model}`\n\nGenerated by `xtalbench report` from the finetune stage's metrics.\n\n" + "\n".join(parts)
+        written.append(write_text(reports / f"{_safe(model)}_card.md", text))
+    return written
 
 
 def _safe(name: str) -> str:

@@ -85,7 +85,8 @@ def fold_card(
     }
     if composition is not None and len(train) and len(test):
         d_comp = _nearest(composition[train], composition[q_test], metric=composition_metric)
-        card["composition_min_distance"] = _round(np.min(d_comp))
+        card["_composition_min_distance_exact"] = float(np.min(d_comp))  # compared; popped by build_card
+        card["composition_min_distance"] = _round(np.min(d_comp))  # display only
     if hashes is not None:
         train_hashes = set().union(*(hashes[i] for i in train)) if len(train) else set()
         card["test_structures_identical_to_train"] = int(sum(1 for i in test if hashes[i] & train_hashes))
@@ -115,6 +116,7 @@ def build_card(
             hashes[m].add(h)
     threshold = dedup_thresholds(dedup_metrics)
     comp_threshold = composition_threshold(threshold)
+    tolerance = dedup_epsilon(dedup_metrics) + storage_tolerance(composition, composition_metric)
     strategies: dict[str, Any] = {}
     for name, result in run.results.items():
         folds = {}
@@ -127,9 +129,9 @@ def build_card(
                 flags.append(f"mostly_in_domain: only {outside:.0%} of test materials lie outside the training domain")
             if entry.get("test_structures_identical_to_train"):
                 flags.append("identical structures in train and test")
-            d_min = entry.get("composition_min_distance")
-            if comp_threshold is not None and d_min is not None and d_min <= comp_threshold:
-                flags.append(f"near-duplicate composition across the split: {d_min:g} <= dedup threshold {comp_threshold:g}")
+            d_min = entry.pop("_composition_min_distance_exact", None)
+            if comp_threshold is not None and d_min is not None and near_duplicate(d_min, comp_threshold, tolerance):
+                flags.append(f"near-duplicate composition across the split: {d_min:.10g} <= dedup threshold {comp_threshold:g} (+ {tolerance:.2g})")
             entry["flags"] = flags
             folds[str(k)] = entry
         strategies[name] = {"info": _jsonable(result.info), "n_folds": len(result.folds), "folds": folds}
@@ -144,6 +146,9 @@ def build_card(
         "leakage": {
             "composition_metric": composition_metric if composition is not None else None,
             "dedup_threshold": threshold,
+            "tolerance": tolerance,
+            "rule": "near-duplicate iff the unrounded test-train composition distance <= dedup threshold + tolerance "
+            "(dedup's epsilon, plus the float32 rounding bound of the stored composition vectors when they are float32)",
             "note": None if composition is not None else "no composition vectors in features.parquet",
         },
         "strategies": strategies,
@@ -163,6 +168,41 @@ def dedup_thresholds(metrics: dict[str, Any] | None) -> dict[str, Any]:
 
     walk(metrics or {}, "")
     return found
+
+
+# = xtalbench.dedup.stage.DEFAULT_EPSILON (not imported: the split stage does not depend on dedup's
+# code, only on its metrics, which carry the epsilon used; tests check the two agree)
+DEFAULT_EPSILON = 1e-9
+
+
+def near_duplicate(distance: float, threshold: float, tolerance: float) -> bool:
+    """The dedup rule (`xtalbench.dedup.stage.greedy_select`): distance <= threshold + tolerance, unrounded."""
+    return bool(distance <= threshold + tolerance)
+
+
+def dedup_epsilon(metrics: dict[str, Any] | None) -> float:
+    """The composition level's `epsilon` in metrics/<name>/dedup.json (dedup's default if absent)."""
+    level = ((metrics or {}).get("levels") or {}).get("composition") or {}
+    value = level.get("epsilon", DEFAULT_EPSILON)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_EPSILON
+
+
+def storage_tolerance(vectors: np.ndarray | None, metric: str) -> float:
+    """Bound on the distance error from storing `vectors` as float32 (0 if they hold float64 values).
+
+    Rounding each component to float32 moves it by at most u·|x| (u = 2^-24), so a Manhattan
+    distance moves by at most 2·D·u·max|x| and a Euclidean one by 2·√D·u·max|x|; dedup decides
+    on float64 vectors, so the card must not call a pair dedup kept a near-duplicate on that noise.
+    """
+    if vectors is None or not len(vectors):
+        return 0.0
+    vectors = np.asarray(vectors)
+    if vectors.dtype == np.float64 and not np.array_equal(vectors.astype(np.float32).astype(np.float64), vectors):
+        return 0.0
+    d = vectors.shape[1]
+    scale = float(np.max(np.abs(vectors))) if vectors.size else 0.0
+    u = float(np.finfo(np.float32).eps) / 2
+    return 2 * (d if metric in ("manhattan", "cityblock") else np.sqrt(d)) * u * scale
 
 
 def composition_threshold(found: dict[str, Any]) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from xtalbench.core.project import Paths, dataset_params, load_params
+from xtalbench.core.project import Paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,10 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from xtalbench.core.params import read_params
+    from xtalbench.split import params as split_params
     from xtalbench.split.stage import run_split
 
-    params = load_params(args.params)
-    dataset_params(params, args.dataset)
+    params = read_params(args.params, args.dataset)
+    settings = split_params.load(params, args.params)
+    params = {**params, "split": settings.as_config()}  # the section as written, validated
     paths = Paths(args.dataset)
     frames = Path(args.frames) if args.frames else paths.dedup
     summary = run_split(args.dataset, paths, params, frames)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from xtalbench.core.io import open_parquet, read_parquet
 from xtalbench.core.project import iter_batches
 
 META_COLUMNS = [
@@ -74,7 +74,7 @@ class SplitData:
     def has_feature(self, column: str) -> bool:
         if isinstance(self.features, np.ndarray):
             return column == self.feature_column
-        return column in pq.ParquetFile(self.features).schema_arrow.names
+        return column in open_parquet(self.features).schema_arrow.names
 
     def gather(self, rows: np.ndarray, column: str | None = None) -> np.ndarray:
         """Feature rows `rows` (any order) as one array, in the order given."""
@@ -115,9 +115,9 @@ def load_split_data(features: str | Path, frames: str | Path, chunk_rows: int = 
     for path in (features, frames):
         if not path.exists():
             raise SystemExit(f"{path} does not exist: run the stage that writes it first (dvc repro)")
-    ids = pq.read_table(features, columns=["frame_id", "material_id"]).to_pandas()
-    available = pq.ParquetFile(frames).schema_arrow.names
-    meta = pq.read_table(frames, columns=[c for c in META_COLUMNS if c in available]).to_pandas()
+    ids = read_parquet(features, columns=["frame_id", "material_id"]).to_pandas()  # InputError names an unreadable file
+    available = open_parquet(frames).schema_arrow.names
+    meta = read_parquet(frames, columns=[c for c in META_COLUMNS if c in available]).to_pandas()
     duplicated = ids["frame_id"].duplicated()
     if duplicated.any():
         raise SystemExit(f"{features}: frame_id {ids['frame_id'][duplicated].iloc[0]!r} appears twice")

@@ -6,6 +6,18 @@ memory O(n·n_landmarks) and the fit rows are streamed, so they never need to si
 
 `fit_stream`/`transform_stream` take a chunk source: a callable returning an iterator of
 `(row_indices, X_chunk)`; `fit`/`transform` wrap an in-memory array.
+
+Reproducible on any CPU: BLAS kernels (picked by CPU, or OPENBLAS_CORETYPE) differ in the last
+bits of a matmul, and kernel PCA + KMeans turned those bits into different clusters (988/581/
+412/315 vs 975/595/410/316 on mp20). So
+- standardised features are snapped to multiples of 1/FEATURE_GRID and held as integers (in
+  float64): every dot product and squared distance behind the RBF kernel and the median gamma
+  is then an exact integer (|z| <= sqrt(n) for a standardised column, so sums stay far below
+  2^53) and identical whatever the kernel's summation order or FMA use;
+- coordinates (and the Nyström features) are rounded to COORD_DECIMALS after each BLAS/LAPACK
+  step (eigen-solver, projection), far above its last-bit noise, so the clustering sees the
+  same numbers. A value within that noise of a rounding boundary can still differ (odds of
+  order 1e-6 per value): `scripts/check_blas_kernels.sh` checks the real datasets.
 """
 
 from __future__ import annotations
@@ -17,6 +29,8 @@ import numpy as np
 
 ChunkSource = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 GAMMA_SAMPLE = 1000
+FEATURE_GRID = 1024  # standardised features snap to multiples of 1/1024 (~1e-3 standard deviations)
+COORD_DECIMALS = 8  # kernel-PCA coordinates (O(0.01-1)) and Nyström features, rounded after BLAS
 
 
 def median_heuristic_gamma(X: np.ndarray, random_state: int = 0, sample: int = GAMMA_SAMPLE) -> float:
@@ -91,15 +105,15 @@ class KernelMap:
             m = min(self.n_landmarks, n)
             landmarks = np.sort(rng.choice(rows, m, replace=False))
             L = self._gather(source, landmarks)
-            self.gamma_ = float(self.gamma) if self.gamma is not None else median_heuristic_gamma(L, self.random_state)
+            self.gamma_ = self._gamma(L)
             from sklearn.decomposition import PCA
             from sklearn.kernel_approximation import Nystroem
 
-            self.nystroem_ = Nystroem(kernel="rbf", gamma=self.gamma_, n_components=m, random_state=self.random_state).fit(L)
+            self.nystroem_ = Nystroem(kernel="rbf", gamma=self.gamma_ / FEATURE_GRID**2, n_components=m, random_state=self.random_state).fit(L)
             F = np.empty((n, m), dtype=np.float32)  # filled chunk by chunk: no float64 copy of all fit rows
             done = 0
             for X in _select(source, rows):
-                F[done : done + len(X)] = self.nystroem_.transform(self._scale(X))
+                F[done : done + len(X)] = self._nystroem_features(self._scale(X))
                 done += len(X)
             k = min(self.n_components, F.shape[1], n - 1)
             self.pca_ = PCA(n_components=k, svd_solver="randomized", random_state=self.random_state).fit(F)
@@ -107,16 +121,26 @@ class KernelMap:
         self.n_components_ = int(self.pca_.n_components_ if not self.exact_ else self.kpca_.eigenvalues_.shape[0])
         return self
 
+    def _gamma(self, Z: np.ndarray) -> float:
+        """gamma in standardised units: given, or 1 / median squared distance (exact on the grid)."""
+        if self.gamma is not None:
+            return float(self.gamma)
+        return median_heuristic_gamma(Z, self.random_state) * FEATURE_GRID**2
+
     def _fit_exact(self, Z: np.ndarray) -> np.ndarray:
         from sklearn.decomposition import KernelPCA
 
-        self.gamma_ = float(self.gamma) if self.gamma is not None else median_heuristic_gamma(Z, self.random_state)
+        self.gamma_ = self._gamma(Z)
         k = min(self.n_components, len(Z) - 1)
         solver = "dense" if len(Z) <= 500 else "randomized"
-        self.kpca_ = KernelPCA(n_components=k, kernel="rbf", gamma=self.gamma_, eigen_solver=solver, random_state=self.random_state)
-        coords = self.kpca_.fit_transform(Z)
+        # Z is in grid units: the kernel's gamma is gamma_ / FEATURE_GRID² (same kernel values)
+        self.kpca_ = KernelPCA(n_components=k, kernel="rbf", gamma=self.gamma_ / FEATURE_GRID**2, eigen_solver=solver, random_state=self.random_state)
+        coords = _canonical(self.kpca_.fit_transform(Z))
         self.method_ = "exact kernel PCA"
         return coords
+
+    def _nystroem_features(self, Z: np.ndarray) -> np.ndarray:
+        return _canonical(self.nystroem_.transform(Z))
 
     def transform_stream(self, source: ChunkSource, n_rows: int, reuse_fit: bool = False) -> np.ndarray:
         """Coordinates of every row of the source. With `reuse_fit` (the source is the one fitted
@@ -129,15 +153,16 @@ class KernelMap:
                 continue
             Z = self._scale(np.asarray(X)[todo])
             if self.exact_:
-                out[idx[todo]] = self.kpca_.transform(Z)
+                out[idx[todo]] = _canonical(self.kpca_.transform(Z))
             else:
-                out[idx[todo]] = self.pca_.transform(self.nystroem_.transform(Z))
+                out[idx[todo]] = _canonical(self.pca_.transform(self._nystroem_features(Z)))
         if cached:
             out[self.fit_rows_] = self.fit_coords_
         return _fix_signs(out)
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
-        return self.scaler_.transform(np.asarray(X, dtype=np.float64))
+        """Standardised features in grid units: integers (as float64), see the module docstring."""
+        return np.rint(self.scaler_.transform(np.asarray(X, dtype=np.float64)) * FEATURE_GRID)
 
     def _gather(self, source: ChunkSource, rows: np.ndarray) -> np.ndarray:
         parts = [self._scale(X) for X in _select(source, rows)]
@@ -159,6 +184,11 @@ def _select(source: ChunkSource, rows: np.ndarray) -> Iterator[np.ndarray]:
         mask = np.isin(idx, rows, assume_unique=True)
         if mask.any():
             yield np.asarray(X)[mask]
+
+
+def _canonical(Y: np.ndarray) -> np.ndarray:
+    """Round away a BLAS/LAPACK step's last-bit noise (+0.0 turns -0.0 into 0.0)."""
+    return np.round(np.asarray(Y, dtype=np.float64), COORD_DECIMALS) + 0.0
 
 
 def _fix_signs(Y: np.ndarray) -> np.ndarray:

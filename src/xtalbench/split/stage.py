@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from xtalbench.core.io import StageOutputs, expect_rows
 from xtalbench.core.project import Paths, write_json, write_parquet
 from xtalbench.split import SplitData, SplitRun, build_splits, load_split_data, to_table
 from xtalbench.split.common import TEST, TRAIN, VAL
@@ -49,14 +50,20 @@ def split_metrics(data: SplitData, run: SplitRun, input_counts: dict[str, Any]) 
 
 
 def run_split(dataset: str, paths: Paths, params: dict[str, Any], frames: Path) -> dict[str, Any]:
+    """Every output goes through `core.io.StageOutputs`: all appear together (metrics last) or none."""
+    split_params = params.get("split") or {}
+    expect_rows(paths.features, paths.metrics("featurize"), "rows_written")  # features of another run: refused
+    with StageOutputs(f"split {dataset}") as out:
+        data, input_counts = load_split_data(paths.features, frames, int(split_params.get("chunk_rows", 2048)))
+        run = build_splits(data, split_params)
+        return _write_split_outputs(dataset, paths, params, split_params, data, run, input_counts, out)
+
+
+def _write_split_outputs(dataset, paths, params, split_params, data, run, input_counts, out) -> dict[str, Any]:
     from xtalbench.split.card import build_card, render_markdown
 
-    split_params = params.get("split") or {}
-    data, input_counts = load_split_data(paths.features, frames, int(split_params.get("chunk_rows", 2048)))
-    run = build_splits(data, split_params)
-    paths.splits_dir.mkdir(parents=True, exist_ok=True)
     for name, result in run.results.items():
-        write_parquet(to_table(result, data), paths.split(name))
+        write_parquet(to_table(result, data), out.path(paths.split(name)))
     dedup_path = paths.metrics("dedup")
     dedup = json.loads(dedup_path.read_text()) if dedup_path.exists() else None
     card = build_card(
@@ -66,9 +73,9 @@ def run_split(dataset: str, paths: Paths, params: dict[str, Any], frames: Path) 
         dedup_metrics=dedup,
         input_counts=input_counts,
     )
-    write_json(card, paths.splits_dir / "split_card.json")
-    (paths.splits_dir / "split_card.md").write_text(render_markdown(card))
-    kpca_map(run.material_coords, run.results.get("loco"), paths.plots_dir / "kpca_map.png", title=dataset)
+    write_json(card, out.path(paths.splits_dir / "split_card.json"))
+    out.path(paths.splits_dir / "split_card.md").write_text(render_markdown(card))
+    kpca_map(run.material_coords, run.results.get("loco"), out.path(paths.plots_dir / "kpca_map.png"), title=dataset)
     metrics = split_metrics(data, run, input_counts)
-    write_json(metrics, paths.metrics("split"))
+    write_json(metrics, out.path(paths.metrics("split")))
     return metrics

@@ -21,7 +21,7 @@ import yaml
 
 from xtalbench.core.errors import XtalbenchError
 
-DEFAULT_THROUGHPUTS = Path(__file__).resolve().parents[2] / "benchmarks" / "throughputs.json"
+DEFAULT_THROUGHPUTS = Path(__file__).resolve().parents[3] / "benchmarks" / "throughputs.json"  # src/xtalbench/tools/plan.py → repo
 
 
 class PlanError(XtalbenchError, ValueError):
@@ -88,8 +88,9 @@ def dataset_rows(name: str, entry: dict[str, Any], params: dict[str, Any], known
         return int(expected[name]), "plan.expected_rows"
     if isinstance(expected, int):
         return expected, "plan.expected_rows"
-    if entry.get("limit"):
-        return int(entry["limit"]), f"datasets.{name}.limit"
+    for key in ("limit", "sample"):  # `sample`: the zero-shot sets' seeded sample
+        if entry.get(key):
+            return int(entry[key]), f"datasets.{name}.{key}"
     frames = root / "datasets" / name / "frames.parquet"
     if frames.exists():
         import pyarrow.parquet as pq
@@ -163,7 +164,9 @@ def _models_for(stage: str, entry: dict[str, Any], params: dict[str, Any]) -> li
     return list(_lookup(params, key) or [])
 
 
-def _stage_datasets(stage: str, entry: dict[str, Any], params: dict[str, Any], sizes: dict[str, int]) -> list[str]:
+def _stage_datasets(stage: str, entry: dict[str, Any], params: dict[str, Any], sizes: dict[str, int]) -> list[str | None]:
+    if entry.get("per_dataset") is False:  # one run over its own inputs (phonons, md, leaderboard): fixed_seconds once
+        return [None]
     key = entry.get("datasets_param")  # e.g. "train.datasets"; default: every dataset
     if not key:
         return list(sizes)
@@ -218,7 +221,7 @@ def estimate(
         entry = _for_params(_stage_entry(stage, throughputs), params)
         est = StageEstimate(stage, 0, 0.0, 0.0)
         for dataset in _stage_datasets(stage, entry, params, sizes):
-            n = sizes[dataset] if entry.get("input", "frames") == "frames" else round(sizes[dataset] * keep)
+            n = 0 if dataset is None else sizes[dataset] if entry.get("input", "frames") == "frames" else round(sizes[dataset] * keep)
             passes = 1.0
             if entry.get("passes_param"):  # e.g. epochs
                 passes = float(_lookup(params, entry["passes_param"]) or entry.get("passes_default", 1))
@@ -231,7 +234,7 @@ def estimate(
             est.rows += n
             for model in _models_for(stage, entry, params):
                 rate, peak, source, threads = _rate(entry, stage, model)
-                seconds = float(entry.get("fixed_seconds", 0.0)) + passes * n / rate
+                seconds = float(entry.get("fixed_seconds", 0.0)) + (passes * n / rate if n else 0.0)
                 label = f"{model}: " if model else ""
                 note = f"{label}{rate:g}/s ({source})"
                 parallel = workers

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from xtalbench.core.schema import FrameError, Rejected, atomic_number, make_frame
+from xtalbench.core.schema import FrameError, Rejected, atomic_number, frac_to_cart, make_frame
 from xtalbench.fetch.sources.download import RetryPolicy, download, md5sum, verify_md5
 from xtalbench.fetch.sources.local import SourceError
 from xtalbench.fetch.sources.units import stress_to_ase
@@ -166,7 +166,7 @@ def structure_arrays(structure: Any, record: str) -> tuple[list[float], list[int
             if site.get("xyz") is not None:
                 positions.append(site["xyz"])
             else:
-                positions.append(np.asarray(site["abc"], dtype=np.float64) @ matrix)
+                positions.append(frac_to_cart(site["abc"], matrix)[0])  # not `@`: BLAS-kernel-dependent bits
     except FrameError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:

@@ -8,9 +8,17 @@ Two files are understood, told apart by suffix:
   converted from VASP kBar (positive = compressive) to ASE eV/Å³ (positive = tensile);
   `material_id` = `task_id` (the frames of one calculation stay together).
 
+- `mattersim-benchmarks/<set>.extxyz.gz` (`mptrj-random-1k`, `alexandria-random-1k`, `mpf-TP`,
+  `mpf-alkali-TP`, `random-TP`): energy (eV, total), forces (eV/Å), stress (eV/Å³, ASE sign:
+  the compressed high-pressure frames carry negative stresses) → one frame per structure;
+  `material_id` = `mptrj_traj_id` (an MP id) / `alexandria_id` / `internal_id`, `frame_id` =
+  `mptrj_snapshot_id` or that id. Told apart from the task frames by the file name.
+
 Config keys: `path`; for the task frames `run_types` (kept functionals; others are
 quarantined, since energies of different functionals are not comparable) and
-`exclude_task_types` (non-self-consistent runs whose energies are not meaningful).
+`exclude_task_types` (non-self-consistent runs whose energies are not meaningful); for the
+MatterSim sets `sample` (a seeded random sample of N frames, in file order; null: all),
+`seed`, and `level_of_theory` (what the labels are: recorded in DATA_VERSION, read by zeroshot).
 """
 
 from __future__ import annotations
@@ -36,6 +44,15 @@ TASK_FRAME_KEYS = {
 }
 DEFAULT_RUN_TYPES = ["GGA", "GGA+U"]
 DEFAULT_EXCLUDED_TASK_TYPES = ["NSCF Line", "NSCF Uniform"]
+# MatterSim benchmark sets (file stem → extxyz keys); every other extxyz is read as MP task frames.
+MATTERSIM_SETS = {
+    "mptrj-random-1k": {"material_id_key": "mptrj_traj_id", "frame_id_key": "mptrj_snapshot_id", "trajectory_id_key": "mptrj_traj_id"},
+    "alexandria-random-1k": {"material_id_key": "alexandria_id", "frame_id_key": "alexandria_id"},
+    "mpf-TP": {"material_id_key": "internal_id", "frame_id_key": "internal_id"},
+    "mpf-alkali-TP": {"material_id_key": "internal_id", "frame_id_key": "internal_id"},
+    "random-TP": {"material_id_key": "internal_id", "frame_id_key": "internal_id"},
+}
+MATTERSIM_META = ["source", "mptrj_traj_id", "mptrj_snapshot_id", "alexandria_id", "internal_id"]
 
 
 def read_records(config: dict, workdir: Path | None = None) -> Iterator[dict | Rejected]:
@@ -44,6 +61,8 @@ def read_records(config: dict, workdir: Path | None = None) -> Iterator[dict | R
         raise local.SourceError(f"{path}: no such file (is ../shared beside the project?)")
     if path.suffix == ".parquet":
         yield from read_mp20(path)
+    elif mattersim_set(path):
+        yield from read_mattersim(path, config)
     elif ".extxyz" in path.suffixes:
         yield from read_task_frames(path, config)
     else:
@@ -52,10 +71,78 @@ def read_records(config: dict, workdir: Path | None = None) -> Iterator[dict | R
 
 def describe(config: dict) -> dict:
     info = {"path": str(config["path"])}
+    if mattersim_set(Path(config["path"])):
+        return {**info, "set": mattersim_set(Path(config["path"])), "sample": config.get("sample"), "seed": int(config.get("seed", 0)),
+                "level_of_theory": config.get("level_of_theory")}  # fmt: skip
     if ".extxyz" in Path(config["path"]).suffixes:
         info["run_types"] = config.get("run_types", DEFAULT_RUN_TYPES)
         info["exclude_task_types"] = config.get("exclude_task_types", DEFAULT_EXCLUDED_TASK_TYPES)
     return info
+
+
+def mattersim_set(path: Path) -> str | None:
+    """The MatterSim benchmark set a file holds (by its name), or None."""
+    stem = path.name.split(".")[0]
+    return stem if stem in MATTERSIM_SETS else None
+
+
+def extxyz_blocks(path: Path) -> Iterator[str]:
+    """The text of each extxyz frame (atom-count line, comment, atom lines), without parsing."""
+    n = 0
+    with local.open_text(path) as handle:
+        for line in handle:
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                natoms = int(text)
+            except ValueError as error:
+                raise local.SourceError(f"{path}: frame {n}: expected an atom count, got {text[:40]!r}") from error
+            lines = [line]
+            for _ in range(natoms + 1):
+                more = handle.readline()
+                if not more:
+                    raise local.SourceError(f"{path}: frame {n} is cut short")
+                lines.append(more)
+            yield "".join(lines)
+            n += 1
+
+
+def count_extxyz_frames(path: Path) -> int:
+    """Frames in an extxyz file, counted from the atom-count lines alone (no parsing)."""
+    return sum(1 for _ in extxyz_blocks(path))
+
+
+def sample_indices(n_frames: int, sample: int | None, seed: int) -> set[int] | None:
+    """A seeded random choice of `sample` of `n_frames` indices (None: keep all)."""
+    if sample is None or int(sample) >= n_frames:
+        return None
+    if int(sample) < 1:
+        raise local.SourceError(f"sample = {sample}: must be a positive number of frames (or null for all)")
+    import numpy as np
+
+    return {int(i) for i in np.random.default_rng(int(seed)).choice(n_frames, size=int(sample), replace=False)}
+
+
+def read_mattersim(path: Path, config: dict) -> Iterator[dict | Rejected]:
+    """One MatterSim benchmark set: every frame, or a seeded sample (`sample`, `seed`) in file order.
+
+    Only the kept frames are parsed (ase.io, one frame's text at a time)."""
+    import io
+
+    import ase.io
+
+    name = mattersim_set(path)
+    keys = {**MATTERSIM_SETS[name], "meta_keys": MATTERSIM_META}  # type: ignore[index]
+    keep = sample_indices(count_extxyz_frames(path), config.get("sample"), int(config.get("seed", 0)))
+    for index, block in enumerate(extxyz_blocks(path)):
+        if keep is not None and index not in keep:
+            continue
+        try:
+            atoms = ase.io.read(io.StringIO(block), format="extxyz")
+        except Exception as error:
+            raise local.SourceError(f"{path}: frame {index} is not readable extxyz: {error}") from error
+        yield local._extxyz_frame(atoms, index, path, keys, "eV/A3", f"mattersim:{name}")
 
 
 def read_mp20(path: Path) -> Iterator[dict | Rejected]:
