@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xtalbench.core.errors import MissingInputError
 from xtalbench.core.project import write_parquet
 from xtalbench.core.schema import FRAMES_SCHEMA, frames_table, make_frame
 from xtalbench.dedup.stage import (
@@ -378,5 +379,5 @@ def test_reduced_natoms_matches_counter_gcd(numbers):
 def test_missing_frames_file_names_it(tmp_path):
     from xtalbench.dedup.stage import dedup_file
 
-    with pytest.raises(SystemExit, match="frames.parquet"):
+    with pytest.raises(MissingInputError, match="frames.parquet"):
         dedup_file(tmp_path / "frames.parquet", tmp_path / "k.parquet", tmp_path / "c.parquet", CFG)

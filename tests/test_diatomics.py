@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xtalbench.diatomics.curves import CurveError, curve_metrics, equilibrium, local_minima, summary
+from xtalbench.diatomics.curves import (
+    CurveError,
+    curve_metrics,
+    equilibrium,
+    local_minima,
+    summary,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVES = ROOT.parent / "shared" / "data" / "diatomics" / "diatomics-dft.json.gz"

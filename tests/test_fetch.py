@@ -13,6 +13,7 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
+from xtalbench.core.errors import XtalbenchError
 from xtalbench.core.project import Paths
 from xtalbench.core.schema import validate_frame
 from xtalbench.fetch.sources.local import SourceError
@@ -109,7 +110,7 @@ def test_unreadable_inputs_stop_with_the_file_named(workdir):
     corrupt.write_bytes(gzip.compress(b"3\nLattice=\"1 0 0 0 1 0 0 0 1\" Properties=species:S:1:pos:R:3\nSi 0 0\n")[:-6])
     with pytest.raises(SourceError, match="corrupt.extxyz.gz"):
         fetch("y", {"source": "local", "path": str(corrupt)}, Paths("y"))
-    with pytest.raises(SystemExit, match="unknown source"):
+    with pytest.raises(XtalbenchError, match="unknown source"):
         fetch("z", {"source": "ftp"}, Paths("z"))
 
 

@@ -11,7 +11,12 @@ import pytest
 import yaml
 
 from xtalbench.cli import main
-from xtalbench.report.stage import ReportConfig, ReportError, build_reports, strategy_summary
+from xtalbench.report.stage import (
+    ReportConfig,
+    ReportError,
+    build_reports,
+    strategy_summary,
+)
 
 METRICS = ("energy_mae_meV_per_atom", "e_form_mae_meV_per_atom", "f1", "false_kill_rate", "daf")
 

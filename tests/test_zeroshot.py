@@ -20,8 +20,19 @@ from xtalbench.fetch.stage import fetch
 from xtalbench.models import load_spec
 from xtalbench.models.base import Predictor
 from xtalbench.zeroshot import contamination as C
-from xtalbench.zeroshot.conventions import ConventionError, LevelOfTheory, hubbard_frame, parse_level_of_theory, plan
-from xtalbench.zeroshot.scores import ERROR_COLUMNS, error_ratio, frame_error_sums, summarize
+from xtalbench.zeroshot.conventions import (
+    ConventionError,
+    LevelOfTheory,
+    hubbard_frame,
+    parse_level_of_theory,
+    plan,
+)
+from xtalbench.zeroshot.scores import (
+    ERROR_COLUMNS,
+    error_ratio,
+    frame_error_sums,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MATTERSIM = ROOT.parent / "shared" / "data" / "mattersim-benchmarks"

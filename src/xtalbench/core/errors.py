@@ -22,3 +22,7 @@ class InputError(XtalbenchError, ValueError):
     def __init__(self, path: object, cause: str):
         self.path, self.cause = str(path), cause
         super().__init__(f"{path}: {cause}")
+
+
+class MissingInputError(XtalbenchError, FileNotFoundError):
+    """An input a stage needs is not there yet: says which stage writes it."""

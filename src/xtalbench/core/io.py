@@ -459,3 +459,40 @@ def collect_warnings(name: str, stream=None) -> Iterator[WarningSummary]:
             text = summary.render()
             if text:
                 print(text, file=stream or sys.stderr)
+
+
+class TempParquetWriter:
+    """A ParquetWriter on a temporary sibling of `path`: `close()` writes what is buffered and
+    renames the file onto `path`; `abort()` (or leaving a `with` block on an exception) removes
+    it, so `path` never holds a partial table and keeps its previous content on failure.
+    Subclasses buffer rows their own way and write them in `_flush`."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.rows = 0
+        self._temp = temp_sibling(self.path)
+        self._writer = pq.ParquetWriter(self._temp, schema, compression="zstd")
+
+    def _flush(self) -> None:
+        """Write what is still buffered."""
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        os.replace(self._temp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._temp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+

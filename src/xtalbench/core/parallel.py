@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
 import time
 import uuid
 from collections import deque
@@ -36,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from xtalbench.core.errors import XtalbenchError
-from xtalbench.core.io import open_parquet, temp_sibling
+from xtalbench.core.io import TempParquetWriter, open_parquet
 from xtalbench.core.project import ROW_GROUP_SIZE, iter_batches
 
 EXECUTORS = ("local", "dask")
@@ -104,7 +102,7 @@ def _num_rows(source: str | Path | pa.Table) -> int:
     return open_parquet(source).metadata.num_rows
 
 
-class RowGroupWriter:
+class RowGroupWriter(TempParquetWriter):
     """Write tables to Parquet re-batched into row groups of exactly `row_group_size` rows.
 
     The bytes depend only on the concatenated rows, not on how they arrived, and match
@@ -114,15 +112,10 @@ class RowGroupWriter:
     """
 
     def __init__(self, path: str | Path, schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.schema = schema.remove_metadata()
+        super().__init__(path, schema.remove_metadata())
         self.row_group_size = row_group_size
-        self.rows = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._temp = temp_sibling(self.path)
-        self._writer = pq.ParquetWriter(self._temp, self.schema, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -141,26 +134,10 @@ class RowGroupWriter:
         self._writer.write_table(table.combine_chunks(), row_group_size=self.row_group_size)
         self.rows += table.num_rows
 
-    def close(self) -> None:
+    def _flush(self) -> None:
         if self._pending_rows:
             self._write_group(pa.concat_tables(self._pending))
             self._pending, self._pending_rows = [], 0
-        self._writer.close()
-        os.replace(self._temp, self.path)
-
-    def abort(self) -> None:
-        """Drop what was written; `path` keeps its previous content (or stays absent)."""
-        self._writer.close()
-        self._temp.unlink(missing_ok=True)
-
-    def __enter__(self) -> RowGroupWriter:
-        return self
-
-    def __exit__(self, exc_type, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _conform(table: pa.Table, schema: pa.Schema, index: int, start: int) -> pa.Table:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from xtalbench.core.io import atomic_path, iter_parquet, read_parquet, temp_sibling
+from xtalbench.core.errors import XtalbenchError
+from xtalbench.core.io import TempParquetWriter, atomic_path, iter_parquet, read_parquet
 
 PARAMS_FILE = "params.yaml"
 ROW_GROUP_SIZE = 10_000
@@ -33,7 +33,7 @@ def dataset_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The `datasets.<name>` block, with a clear error when the dataset is not configured."""
     datasets = params.get("datasets") or {}
     if dataset not in datasets:
-        raise SystemExit(f"dataset {dataset!r} is not in params.yaml `datasets` (have: {', '.join(datasets) or 'none'})")
+        raise XtalbenchError(f"dataset {dataset!r} is not in params.yaml `datasets` (have: {', '.join(datasets) or 'none'})")
     return datasets[dataset]
 
 
@@ -107,21 +107,16 @@ def write_parquet(table: pa.Table, path: str | Path, row_group_size: int = ROW_G
     return path
 
 
-class ParquetSink:
+class ParquetSink(TempParquetWriter):
     """Append record batches to one Parquet file in bounded memory; deterministic output.
 
     Rows go to a temporary sibling, renamed onto `path` by `close()`; leaving the `with` block
     on an exception (or `abort()`) removes it, so `path` is never a partial table."""
 
     def __init__(self, path: str | Path, schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.schema = schema
+        super().__init__(path, schema)
         self.row_group_size = row_group_size
-        self.rows = 0
         self._buffer: list[dict[str, Any]] = []
-        self._temp = temp_sibling(self.path)
-        self._writer = pq.ParquetWriter(self._temp, schema, compression="zstd")
 
     def append(self, row: dict[str, Any]) -> None:
         self._buffer.append(row)
@@ -133,24 +128,6 @@ class ParquetSink:
             self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
             self.rows += len(self._buffer)
             self._buffer = []
-
-    def close(self) -> None:
-        self._flush()
-        self._writer.close()
-        os.replace(self._temp, self.path)
-
-    def abort(self) -> None:
-        self._writer.close()
-        self._temp.unlink(missing_ok=True)
-
-    def __enter__(self) -> ParquetSink:
-        return self
-
-    def __exit__(self, exc_type, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def iter_batches(path: str | Path, columns: list[str] | None = None, batch_size: int = ROW_GROUP_SIZE) -> Iterator[pa.RecordBatch]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from xtalbench.core.errors import MissingInputError
 from xtalbench.core.io import open_parquet
 from xtalbench.core.project import ROW_GROUP_SIZE, iter_batches
 
@@ -34,7 +35,7 @@ class FrameSource:
         else:
             self.table, self.path = None, Path(source)
             if not self.path.exists():
-                raise SystemExit(f"{self.path} does not exist: run the stage that writes it first (dvc repro)")
+                raise MissingInputError(f"{self.path} does not exist: run the stage that writes it first (dvc repro)")
             meta = open_parquet(self.path)  # a truncated or corrupted file: InputError naming it
             self.schema = meta.schema_arrow.remove_metadata()
             self.num_rows = meta.metadata.num_rows

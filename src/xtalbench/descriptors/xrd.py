@@ -81,7 +81,9 @@ def xrd_peaks(calculator: Any, structure: Any, two_theta_range: tuple[float, flo
     """
     import math
 
-    from pymatgen.analysis.diffraction.core import AbstractDiffractionPatternCalculator as Core
+    from pymatgen.analysis.diffraction.core import (
+        AbstractDiffractionPatternCalculator as Core,
+    )
     from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS
 
     wavelength = calculator.wavelength

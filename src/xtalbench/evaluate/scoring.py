@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
+from xtalbench.core.errors import MissingInputError, XtalbenchError
 from xtalbench.core.io import open_parquet
 from xtalbench.core.project import (
     ROW_GROUP_SIZE,
@@ -195,7 +196,7 @@ class TruthReader:
     def __init__(self, path: str | Path, batch_rows: int = ROW_GROUP_SIZE):
         self.path = Path(path)
         if not self.path.exists():
-            raise SystemExit(f"{self.path} does not exist: run the stage that writes it first (dvc repro)")
+            raise MissingInputError(f"{self.path} does not exist: run the stage that writes it first (dvc repro)")
         self.file = open_parquet(self.path)  # InputError names a truncated or corrupted file
         self.columns = list(self.file.schema_arrow.names)
         self.batch_rows = batch_rows
@@ -619,7 +620,7 @@ def split_files(paths: Paths) -> dict[str, Path]:
     """strategy → `splits/<dataset>/<strategy>.parquet`, sorted by strategy name."""
     files = sorted(paths.splits_dir.glob("*.parquet")) if paths.splits_dir.exists() else []
     if not files:
-        raise SystemExit(f"no split files in {paths.splits_dir}: run the split stage first (dvc repro)")
+        raise XtalbenchError(f"no split files in {paths.splits_dir}: run the split stage first (dvc repro)")
     return {path.stem: path for path in files}
 
 

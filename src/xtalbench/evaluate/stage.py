@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from xtalbench.core.errors import XtalbenchError
 from xtalbench.core.io import open_parquet
 from xtalbench.models import ModelSpec, Predictor, load_model
 
@@ -439,7 +440,7 @@ def _runs(dataset: str, spec: ModelSpec, splits: Mapping[str, Any] | None, folds
     for entry in folds:
         strategy, fold = str(entry["strategy"]), int(entry["fold"])
         if splits is None or strategy not in splits:
-            raise SystemExit(f"split {strategy!r} of dataset {dataset!r} is missing: run the split stage first")
+            raise XtalbenchError(f"split {strategy!r} of dataset {dataset!r} is missing: run the split stage first")
         checkpoint = _absolute(str(spec.checkpoint_for(dataset, strategy, fold)))
         runs.append(_Run(strategy, fold, checkpoint, fold_frame_ids(splits[strategy], fold)))
     return runs

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xtalbench.core.errors import XtalbenchError
 from xtalbench.core.project import ROW_GROUP_SIZE, iter_batches
 from xtalbench.core.schema import QUARANTINE_SCHEMA, Rejected, element_symbol, to_atoms
 from xtalbench.descriptors.soap import SoapFeaturizer
@@ -52,7 +53,7 @@ def make_soap(params: Mapping[str, Any], species: list[str]) -> SoapFeaturizer:
     soap = dict(params.get("soap") or {})
     unknown = set(soap) - set(SOAP_KEYS)
     if unknown:
-        raise SystemExit(f"params featurize.soap: unknown keys {sorted(unknown)} (allowed: {', '.join(SOAP_KEYS)})")
+        raise XtalbenchError(f"params featurize.soap: unknown keys {sorted(unknown)} (allowed: {', '.join(SOAP_KEYS)})")
     return SoapFeaturizer(species=species, **soap).fit()
 
 
@@ -169,7 +170,7 @@ def featurize_file(
 
     species = dataset_species(source)
     if not species:
-        raise SystemExit(f"{source}: no structures to featurize")
+        raise XtalbenchError(f"{source}: no structures to featurize")
     soap = make_soap(params, species)
     kind = params.get("composition")
     composition = make_composition(params)

@@ -11,8 +11,8 @@ from typing import Any
 def _num(value: Any, digits: int = 3) -> str:
     if value is None:
         return "—"
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return f"[{value[0]:.{digits}g}, {value[1]:.{digits}g}]"
+    if isinstance(value, (list, tuple)) and len(value) == 2:  # a CI; None = unbounded (e.g. never reached)
+        return "[" + ", ".join("∞" if v is None else f"{v:.{digits}g}" for v in value) + "]"
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)

@@ -122,7 +122,12 @@ def run_trainer(args: argparse.Namespace, p: Any, paths: Any, spec: Any, device:
         "folds": folds,
         "throughput": {"train_frame_epochs": trained, "seconds": time.perf_counter() - start},
     }
-    return result, pd.concat(predictions, ignore_index=True), {}
+    errors = pd.DataFrame([
+        {"label": f"{key} {role} {kind.replace('_', '-')}", "fold": key, "role": role, "kind": kind,
+         "energy_mae_meV_per_atom": b["energy_mae_meV_per_atom"], "force_mae_meV_per_A": b["force_mae_meV_per_A"], "stress_mae_GPa": b["stress_mae_GPa"]}
+        for key, m in folds.items() for role in ("val", "test") for kind, b in ((k, m[role][k]) for k in ("zero_shot", "finetuned"))
+    ])
+    return result, pd.concat(predictions, ignore_index=True), {"errors.csv": errors}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,5 +163,5 @@ def run(args: argparse.Namespace) -> int:
         write_json(result, out.path(paths.metrics(f"finetune-{p.model}")))
     checks = result.get("governance", [])
     summary = f", governance {sum(r['status'] == 'PASS' for r in checks)}/{len(checks)} PASS" if checks else ""
-    print(f"finetune {args.dataset} ({method}): {len(result['folds'])} folds x {p.members} members{summary} ({time.perf_counter() - start:.0f} s)")
+    print(f"finetune {args.dataset} ({method}): {len(result['folds'])} folds x {members} members{summary} ({time.perf_counter() - start:.0f} s)")
     return 0

@@ -621,6 +621,9 @@ def build_reports(datasets: list[str], params: Mapping[str, Any], root: str | Pa
     for model, per_dataset in sorted(per_model.items()):
         written.append(write_text(reports / f"{_safe(model)}_card.md", model_card(model, specs.get(model), per_dataset, config)))
     written += finetune_cards(datasets, root, reports)
+    board = root / "metrics" / "zeroshot" / "leaderboard.md"  # the leaderboard stage's table, beside the cards
+    if board.exists():
+        written.append(write_text(reports / "leaderboard.md", board.read_text()))
     results = evaluate(gates, collect_metrics(gates, root))
     written.append(write_text(reports / "governance.md", governance_markdown(results)))
     written.append(write_text(reports / "governance_detail.md", governance_detail_markdown(results)))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from xtalbench.core.errors import XtalbenchError
 from xtalbench.split.common import (
     SPLIT_SCHEMA,
     StrategyResult,
@@ -55,7 +56,7 @@ def build_splits(data: SplitData, params: dict[str, Any]) -> SplitRun:
     strategies = list(params.get("strategies") or STRATEGIES)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
-        raise SystemExit(f"params split.strategies: unknown {unknown} (known: {', '.join(STRATEGIES)})")
+        raise XtalbenchError(f"params split.strategies: unknown {unknown} (known: {', '.join(STRATEGIES)})")
     loco_params = dict(params.get("loco") or {})
     frame_coords, embedding = embed(data, loco_params, seed)
     results: dict[str, StrategyResult] = {}

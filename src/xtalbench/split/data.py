@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xtalbench.core.errors import MissingInputError, XtalbenchError
 from xtalbench.core.io import open_parquet, read_parquet
 from xtalbench.core.project import iter_batches
 
@@ -114,17 +115,17 @@ def load_split_data(features: str | Path, frames: str | Path, chunk_rows: int = 
     features, frames = Path(features), Path(frames)
     for path in (features, frames):
         if not path.exists():
-            raise SystemExit(f"{path} does not exist: run the stage that writes it first (dvc repro)")
+            raise MissingInputError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
     ids = read_parquet(features, columns=["frame_id", "material_id"]).to_pandas()  # InputError names an unreadable file
     available = open_parquet(frames).schema_arrow.names
     meta = read_parquet(frames, columns=[c for c in META_COLUMNS if c in available]).to_pandas()
     duplicated = ids["frame_id"].duplicated()
     if duplicated.any():
-        raise SystemExit(f"{features}: frame_id {ids['frame_id'][duplicated].iloc[0]!r} appears twice")
+        raise XtalbenchError(f"{features}: frame_id {ids['frame_id'][duplicated].iloc[0]!r} appears twice")
     joined = ids.merge(meta.drop(columns=["material_id"]), on="frame_id", how="left", indicator=True, sort=False)
     missing = joined["_merge"] != "both"
     if missing.any():
-        raise SystemExit(f"{features}: frame {joined['frame_id'][missing].iloc[0]!r} has features but no row in {frames}")
+        raise XtalbenchError(f"{features}: frame {joined['frame_id'][missing].iloc[0]!r} has features but no row in {frames}")
     joined = joined.drop(columns=["_merge"])
     not_featurized = len(meta) - len(joined)
     data = SplitData(joined, features, frames_path=frames, chunk_rows=chunk_rows)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from xtalbench.core.errors import XtalbenchError
 from xtalbench.split.common import StrategyResult, hold_out
 from xtalbench.split.data import SplitData
 
@@ -61,7 +62,7 @@ def loco_split(data: SplitData, frame_coords: np.ndarray, params: dict[str, Any]
     weights = data.frame_counts().astype(float)
     k = int(params.get("k", 5))
     if data.n_materials < k:
-        raise SystemExit(f"split loco: k={k} clusters but only {data.n_materials} materials")
+        raise XtalbenchError(f"split loco: k={k} clusters but only {data.n_materials} materials")
     kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(coords)
     labels = relabel_by_size(kmeans.labels_, weights)
     raw_sizes = np.bincount(labels, weights=weights, minlength=k).astype(int).tolist()

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from xtalbench.evaluate.contamination import MP_DATABASE_NAMES, MP_PREFIX, read_ids_file, training_set_info
+from xtalbench.evaluate.contamination import (
+    MP_DATABASE_NAMES,
+    MP_PREFIX,
+    read_ids_file,
+    training_set_info,
+)
 
 # frames' meta `source` → (database, what the set is)
 SET_DATABASES = {

@@ -27,8 +27,8 @@ from xtalbench.core.project import write_json
 from xtalbench.zeroshot.anchors import SOURCE as ANCHOR_SOURCE
 from xtalbench.zeroshot.anchors import anchors_for
 from xtalbench.zeroshot.params import ZeroshotParams
-from xtalbench.zeroshot.scores import RATIO_METRICS, error_ratio
 from xtalbench.zeroshot.paths import output_paths
+from xtalbench.zeroshot.scores import RATIO_METRICS, error_ratio
 
 HEADLINE = ("energy_mae_meV_per_atom", "energy_rmse_meV_per_atom", "force_mae_component_meV_per_A", "force_mae_vector_norm_meV_per_A", "stress_mae_GPa")
 

@@ -20,19 +20,29 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from xtalbench.core.errors import MissingInputError
 from xtalbench.core.io import StageOutputs, expect_rows
 from xtalbench.core.params import parse_section
 from xtalbench.core.project import Paths, write_json
-from xtalbench.zeroshot.conventions import hubbard_frame, model_level_of_theory, parse_level_of_theory, plan
+from xtalbench.zeroshot.conventions import (
+    hubbard_frame,
+    model_level_of_theory,
+    parse_level_of_theory,
+    plan,
+)
 from xtalbench.zeroshot.params import ZeroshotParams
 from xtalbench.zeroshot.paths import output_paths
-from xtalbench.zeroshot.scores import ERROR_COLUMNS, ScoreError, frame_error_sums, summarize
+from xtalbench.zeroshot.scores import (
+    ERROR_COLUMNS,
+    ScoreError,
+    frame_error_sums,
+    summarize,
+)
 
 FRAME_COLUMNS = ["frame_id", "material_id", "nsites", "numbers", "lattice", "positions", "pbc", "energy", "forces", "stress", "meta"]
 
@@ -118,10 +128,10 @@ def zeroshot(dataset: str, model: str, params: Mapping[str, Any], models_dir: st
     """Predict, score and write one model × dataset (see the module docstring)."""
     from xtalbench.core.device import resolve_device
     from xtalbench.core.parallel import compute_options
+    from xtalbench.evaluate.contamination import training_set_info
     from xtalbench.evaluate.stage import evaluate
     from xtalbench.fetch.params import dataset_entry
     from xtalbench.models import load_spec
-    from xtalbench.evaluate.contamination import training_set_info
     from xtalbench.zeroshot.contamination import contamination
 
     cfg = parse_section(ZeroshotParams, params, "zeroshot")
@@ -133,7 +143,7 @@ def zeroshot(dataset: str, model: str, params: Mapping[str, Any], models_dir: st
     paths = output_paths(dataset, spec.name, root)
     frames_path = Paths(dataset, root).frames
     if not frames_path.exists():
-        raise SystemExit(f"{frames_path} does not exist: run `xtalbench fetch {dataset}` first (dvc repro)")
+        raise MissingInputError(f"{frames_path} does not exist: run `xtalbench fetch {dataset}` first (dvc repro)")
     expect_rows(frames_path, Paths(dataset, root).metrics("fetch"), "kept")  # frames of another or an interrupted fetch: refused
     # predictions, skipped rows, errors and metrics appear together (metrics last) or not at all
     with StageOutputs(f"zeroshot {dataset} {spec.name}") as out:

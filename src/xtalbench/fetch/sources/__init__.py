@@ -14,6 +14,8 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
+from xtalbench.core.errors import XtalbenchError
+
 
 @dataclass(frozen=True)
 class FileRead:
@@ -32,5 +34,5 @@ SOURCES = {
 
 def get_source(name: str) -> ModuleType:
     if name not in SOURCES:
-        raise SystemExit(f"unknown source {name!r}: choose one of {', '.join(SOURCES)}")
+        raise XtalbenchError(f"unknown source {name!r}: choose one of {', '.join(SOURCES)}")
     return importlib.import_module(SOURCES[name])

@@ -26,7 +26,13 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from xtalbench.core.schema import FrameError, Rejected, atomic_number, frac_to_cart, make_frame
+from xtalbench.core.schema import (
+    FrameError,
+    Rejected,
+    atomic_number,
+    frac_to_cart,
+    make_frame,
+)
 from xtalbench.fetch.sources.download import RetryPolicy, download, md5sum, verify_md5
 from xtalbench.fetch.sources.local import SourceError
 from xtalbench.fetch.sources.units import stress_to_ase
