@@ -231,7 +231,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def interrupt(cwd: Path, argv: list[str], watch: Path, sig: int, rng: random.Random, max_delay: float = 0.5) -> None:
+def interrupt(cwd: Path, argv: list[str], watch: Path, sig: int, rng: random.Random, max_delay: float = 0.05) -> None:
     """Start `xtalbench argv`, wait until it writes its first temporary in `watch`, then send `sig`
     after a random delay; the stage must still be running when the signal lands."""
     old = set(temporaries(watch)) if watch.is_dir() else set()  # a killed run's leftovers do not count
@@ -258,7 +258,7 @@ def test_interrupted_fetch_keeps_the_previous_outputs_and_a_rerun_is_identical(t
     data = tmp_path / "datasets" / "d"
     outputs = [data / "frames.parquet", data / "quarantine.parquet", data / "DATA_VERSION.json", tmp_path / "metrics" / "d" / "fetch.json"]
     before = snapshot(outputs)
-    write_frames(inputs, 4000, seed=2)  # a new, larger source: the interrupted runs would change every output
+    write_frames(inputs, 12000, seed=2)  # a new, larger source: the interrupted runs would change every output
     interrupt(tmp_path, ["fetch", "d"], data, signal.SIGINT, rng)
     assert snapshot(outputs) == before
     assert temporaries(tmp_path) == []  # Ctrl-C cleans up after itself
@@ -278,7 +278,7 @@ DEDUP = {"level": "structure", "metric": {"structure": "xrd"}, "threshold": {"st
 
 def test_interrupted_or_failed_dedup_keeps_the_previous_outputs(tmp_path):
     rng = random.Random(5)
-    write_frames(tmp_path / "frames.extxyz", 250, seed=3)
+    write_frames(tmp_path / "frames.extxyz", 600, seed=3)
     params = {"datasets": {"d": {"source": "local", "path": "frames.extxyz"}}, "dedup": DEDUP}
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     assert xtalbench(tmp_path, "fetch", "d")[0] == 0
@@ -288,9 +288,9 @@ def test_interrupted_or_failed_dedup_keeps_the_previous_outputs(tmp_path):
     outputs = [data / "dedup.parquet", data / "dedup_clusters.parquet", tmp_path / "metrics" / "d" / "dedup.json"]
     before = snapshot(outputs)
     (tmp_path / "params.yaml").write_text(json.dumps({**params, "dedup": {**DEDUP, "threshold": {"structure": 0.5}}}))
-    interrupt(tmp_path, ["dedup", "d", "--no-progress"], data, signal.SIGKILL, rng, max_delay=0.3)
+    interrupt(tmp_path, ["dedup", "d", "--no-progress"], data, signal.SIGKILL, rng)
     assert snapshot(outputs) == before
-    interrupt(tmp_path, ["dedup", "d", "--no-progress"], data, signal.SIGINT, rng, max_delay=0.3)
+    interrupt(tmp_path, ["dedup", "d", "--no-progress"], data, signal.SIGINT, rng)
     assert snapshot(outputs) == before
 
     frames = data / "frames.parquet"
