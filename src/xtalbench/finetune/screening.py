@@ -75,10 +75,8 @@ def bootstrap_mae_ci(abs_errors: np.ndarray, groups: np.ndarray, n_bootstrap: in
     """95% CI of the MAE by resampling materials (all rows of a drawn material count)."""
     if len(abs_errors) == 0:
         return None
-    materials, inverse = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inverse, weights=abs_errors)
-    counts = np.bincount(inverse)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(materials), size=(n_bootstrap, len(materials)))
-    maes = sums[draws].sum(1) / counts[draws].sum(1)
+    from xtalbench.evaluate.gap import _replicates
+
+    _, inverse = np.unique(groups, return_inverse=True)
+    maes = _replicates(np.bincount(inverse, weights=abs_errors), np.bincount(inverse).astype(np.float64), n_bootstrap, np.random.default_rng(seed))
     return [float(np.percentile(maes, 2.5)), float(np.percentile(maes, 97.5))]

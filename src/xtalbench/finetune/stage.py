@@ -67,6 +67,13 @@ def split_val(val: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(val[order[:half]]), np.sort(val[order[half:]])
 
 
+def _usable(m: Materials, rows: np.ndarray) -> np.ndarray:
+    """Row numbers (from `Materials.index`, NaN for unknown ids) with a label and a zero-shot value."""
+    rows = rows[~np.isnan(rows.astype(float))].astype(int)
+    ok = np.isfinite(m.table["e_form_zero_shot"].to_numpy()) & np.isfinite(m.table["e_form"].to_numpy())
+    return rows[ok[rows]]
+
+
 def _inputs(m: Materials, rows: np.ndarray) -> np.ndarray:
     zs = m.table["e_form_zero_shot"].to_numpy()[rows][:, None]
     return np.hstack([m.features[rows], zs]).astype(np.float32)
@@ -102,9 +109,7 @@ def run_fold(m: Materials, roles: dict[str, np.ndarray], p: FinetuneParams, seed
     train = m.index(roles.get("train", np.array([], dtype=object)))
     val = m.index(roles.get("val", np.array([], dtype=object)))
     test = m.index(roles.get("test", np.array([], dtype=object)))
-    train, val, test = (r[~np.isnan(r.astype(float))].astype(int) for r in (train, val, test))
-    usable = np.isfinite(m.table["e_form_zero_shot"].to_numpy()) & np.isfinite(m.table["e_form"].to_numpy())
-    train, val, test = train[usable[train]], val[usable[val]], test[usable[test]]
+    train, val, test = (_usable(m, r) for r in (train, val, test))
     if p.max_train_materials and len(train) > p.max_train_materials:
         train = np.sort(np.random.default_rng(seed).choice(train, p.max_train_materials, replace=False))
     stop, cal = split_val(val, seed)
@@ -147,12 +152,9 @@ def run_fold(m: Materials, roles: dict[str, np.ndarray], p: FinetuneParams, seed
 def learning_curve(m: Materials, roles: dict[str, np.ndarray], p: FinetuneParams) -> dict[str, Any]:
     """Test MAE against training size on one fold (the same stopping half and test rows throughout)."""
     lc = p.learning_curve
-    train = m.index(roles["train"]).astype(int)
-    test = m.index(roles["test"]).astype(int)
-    usable = np.isfinite(m.table["e_form_zero_shot"].to_numpy()) & np.isfinite(m.table["e_form"].to_numpy())
-    train, test = train[usable[train]], test[usable[test]]
+    train, test = _usable(m, m.index(roles["train"])), _usable(m, m.index(roles["test"]))
     stop, _ = split_val(m.index(roles["val"]).astype(int), p.seed)
-    stop = stop[usable[stop]]
+    stop = _usable(m, stop)
     sizes = [s for s in lc.sizes if s < len(train)] + ([len(train)] if any(s >= len(train) for s in lc.sizes) else [])
     order = np.random.default_rng(p.seed).permutation(train)  # nested subsets: size n is the first n
     errors = []
