@@ -37,7 +37,7 @@ from xtalbench.models.env import (
     parse_environment,
     python_of,
 )
-from xtalbench.models.registry import parse_spec
+from xtalbench.models.registry import parse_spec, spec_data
 from xtalbench.models.worker import EnvPredictor, ModelWorkerError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,3 +371,119 @@ def _si():
     atoms = bulk("Si", "diamond", a=5.43).repeat((2, 1, 1))
     atoms.rattle(0.03, seed=1)
     return atoms
+
+
+# --- matgl: checkpoints from before matgl moved message aggregation (PR 761) ---------------------
+
+# "Predicted a" of the cubic-crystals table in ../shared/data/models/matgl/M3GNet-MP-2021.2.8-PES/README.md
+# (the matgl authors' relaxations with this checkpoint in the matgl of its day).
+M3GNET_CARD_LATTICE = {"GaAs": 5.75044, "SrVO3": 3.90005, "CsI": 4.6727, "Au": 4.17198}
+
+
+def _cubic(name: str, a: float):
+    from ase import Atoms
+    from ase.build import bulk
+
+    if name == "SrVO3":
+        return Atoms("SrVO3", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], cell=[a] * 3, pbc=True)
+    structure = {"GaAs": "zincblende", "CsI": "cesiumchloride", "Au": "fcc"}[name]
+    return bulk(name, structure, a=a)
+
+
+def _lattice_constants(predictor) -> dict[str, float]:
+    """Minimum of a quartic through E(a) on 0.97..1.03 x the card's a (positions fixed by symmetry)."""
+    scale = np.linspace(0.97, 1.03, 13)
+    frames = [from_atoms(_cubic(name, a * s), frame_id=f"{name}{s:.3f}", material_id=name, source="t")
+              for name, a in M3GNET_CARD_LATTICE.items() for s in scale]  # fmt: skip
+    energy = predictor.predict(frames)["energy"].reshape(len(M3GNET_CARD_LATTICE), len(scale))
+    result = {}
+    for (name, a), e in zip(M3GNET_CARD_LATTICE.items(), energy):
+        roots = np.roots(np.polyder(np.polyfit(a * scale, e, 4)))
+        real = roots[np.isreal(roots)].real
+        result[name] = float(real[np.argmin(abs(real - a))])
+    return result
+
+
+def test_m3gnet_mp_reproduces_the_lattice_constants_of_its_model_card():
+    """With `message_aggregation: destination` the checkpoint gives its card's lattice constants to
+    0.2 %; loaded as matgl 4.1.2 loads it (no adaptation) CsI and SrVO3 miss by 2-4 %."""
+    spec, predictor = _worker("m3gnet-mp-2021")
+    assert spec.message_aggregation == "destination" and spec.status == "ok"
+    for name, a in _lattice_constants(predictor).items():
+        assert a == pytest.approx(M3GNET_CARD_LATTICE[name], rel=2e-3), name
+    data = spec_data(spec)
+    del data["message_aggregation"]
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the checkpoint is relative to the repository root
+    try:
+        plain = load_model(parse_spec(data, "plain"), dtype="float32", progress=False)
+    finally:
+        os.chdir(cwd)
+    try:
+        misses = {name: abs(a / M3GNET_CARD_LATTICE[name] - 1) for name, a in _lattice_constants(plain).items()}
+    finally:
+        plain.close()
+    assert misses["CsI"] > 0.02 and misses["SrVO3"] > 0.01
+
+
+def _mptrj_frames(n: int) -> list[dict]:
+    import gzip
+
+    from ase.io import iread
+
+    path = ROOT.parent / "shared" / "data" / "mattersim-benchmarks" / "mptrj-random-1k.extxyz.gz"
+    with gzip.open(path, "rt") as handle:
+        return [from_atoms(a, frame_id=f"mptrj{i}", material_id=f"mptrj{i}", source="mptrj")
+                for i, a in zip(range(n), iread(handle, format="extxyz"))]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "card_force_mae"), [("tensornet-matpes-pbe", 0.146), ("m3gnet-matpes-pbe", 0.181)])
+def test_matpes_models_forces_on_real_dft_frames_are_within_their_card_test_error(name, card_force_mae):
+    """Forces are convention-free: per-component MAE against the DFT forces of 30 MPtrj frames stays
+    below the MatPES test MAE on each model card (unadapted: 1.4-1.7 eV/A on this set)."""
+    _, predictor = _worker(name)
+    frames = _mptrj_frames(30)
+    out = predictor.predict(frames)
+    errors = np.concatenate([np.abs(f - np.reshape(fr["forces"], (-1, 3))).ravel() for f, fr in zip(out["forces"], frames)])
+    assert errors.mean() < card_force_mae
+
+
+def test_matgl_batched_equals_pescalculator_one_by_one():
+    """One PyG batch through `Potential` vs matgl's own ASE PESCalculator per structure (same adapted model)."""
+    import json
+    import subprocess
+
+    spec, predictor = _worker("m3gnet-mp-2021")
+    frames = [_strained_nacl(0.01), from_atoms(_si(), frame_id="si", material_id="si", source="t"), _mptrj_frames(1)[0]]
+    out = predictor.predict(frames, batch_size=3)
+    script = (
+        "import json, sys, numpy as np, matgl\n"
+        "from ase import Atoms\n"
+        "from matgl.ext.ase import PESCalculator\n"
+        "from xtalbench.models.matgl import adapt_destination_aggregation\n"
+        f"potential = matgl.load_model({str(ROOT / spec.checkpoint)!r})\n"
+        "adapt_destination_aggregation(potential)\n"
+        "calc = PESCalculator(potential, stress_unit='eV/A3')\n"
+        "res = []\n"
+        "for f in json.load(sys.stdin):\n"
+        "    a = Atoms(numbers=f['numbers'], positions=np.reshape(f['positions'], (-1, 3)), cell=np.reshape(f['lattice'], (3, 3)), pbc=True)\n"
+        "    a.calc = calc\n"
+        "    res.append([a.get_potential_energy(), a.get_forces().ravel().tolist(), a.get_stress().tolist()])\n"
+        "print(json.dumps(res))\n"
+    )
+    python = python_of(spec.environment.path(ROOT / ".venvs"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    payload = json.dumps([{k: np.asarray(fr[k]).tolist() for k in ("numbers", "positions", "lattice")} for fr in frames])
+    ref = json.loads(subprocess.run([str(python), "-c", script], input=payload, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1])
+    for i, (energy, forces, stress) in enumerate(ref):
+        assert out["energy"][i] == pytest.approx(energy, abs=1e-4)
+        np.testing.assert_allclose(out["forces"][i].ravel(), forces, atol=1e-4)
+        np.testing.assert_allclose(out["stress"][i], stress, atol=1e-6)
+
+
+def test_message_aggregation_is_only_for_matgl():
+    data = {"name": "x", "kind": "chgnet", "licence": "MIT", "training_set": {"name": "t", "database": "d"}, "message_aggregation": "destination"}
+    with pytest.raises(ModelSpecError, match="message_aggregation"):
+        parse_spec(data, "x.yaml")
+    with pytest.raises(ModelSpecError, match="message_aggregation"):
+        parse_spec({**data, "kind": "matgl", "checkpoint": "c", "message_aggregation": "source"}, "x.yaml")

@@ -234,6 +234,18 @@ def test_stage_and_leaderboard_recover_known_errors(tmp_path, monkeypatch):
     text = (tmp_path / "metrics" / "zeroshot" / "leaderboard.md").read_text()
     assert "| stand-in | seen | yes | unseen | 3.00 [3.00, 3.00]" in text
     assert "MatterSim-v1-1M" not in text  # no anchors for sets named seen/unseen
+    # a constant shift is all reference offset: nothing left after removing the median signed error
+    assert board["models"]["stand-in"]["datasets"]["unseen"]["energy_mae_after_constant_offset_meV_per_atom"] == pytest.approx(0.0, abs=1e-9)
+    # a model its YAML flags as unreliable is flagged in every table, with its known issue in the notes
+    spec_file = tmp_path / "models" / "stand-in.yaml"
+    spec_file.write_text(spec_file.read_text() + "status: unreliable\nknown_issues: energies of compounds are wrong\n")
+    for name in datasets:
+        frames = {r["frame_id"]: r for r in pq.read_table(Paths(name).frames).to_pylist()}
+        zeroshot(name, "stand-in", params, models_dir="models", progress=False, predictor=Shifted(frames, *shifts[name]))
+    leaderboard(params)
+    text = (tmp_path / "metrics" / "zeroshot" / "leaderboard.md").read_text()
+    assert "| stand-in ⚠ unreliable | seen | yes | unseen | 3.00 [3.00, 3.00]" in text
+    assert "| stand-in |" not in text and "⚠ unreliable: energies of compounds are wrong" in text
 
 
 def test_elemental_offsets_recover_per_element_references():

@@ -89,6 +89,7 @@ class ModelSpec:
     environment: Environment | None = None  # its own pinned environment (None: the main one)
     status: str = "ok"  # STATUSES: "unreliable" = runs, but its predictions are known to be wrong here
     known_issues: str = ""  # what is wrong and the evidence (required when status is not ok)
+    message_aggregation: str | None = None  # matgl: "destination" for checkpoints older than matgl PR 761
     source: str = ""  # the YAML file this spec came from
 
     @property
@@ -189,6 +190,9 @@ def parse_spec(data: Any, source: str = "<dict>") -> ModelSpec:
         raise ModelSpecError(source, "status", f"{status!r} is not one of {', '.join(STATUSES)}")
     if status != "ok" and not str(data.get("known_issues") or "").strip():
         raise ModelSpecError(source, "known_issues", f"required when status is {status!r}")
+    aggregation = data.get("message_aggregation")
+    if aggregation is not None and (kind != "matgl" or aggregation != "destination"):
+        raise ModelSpecError(source, "message_aggregation", f"{aggregation!r}: only `destination`, and only for kind 'matgl'")
     parameters = data.get("parameters")
     if parameters is not None and (not isinstance(parameters, int) or parameters <= 0):
         raise ModelSpecError(source, "parameters", f"{parameters!r} is not a positive integer")
@@ -233,6 +237,7 @@ def parse_spec(data: Any, source: str = "<dict>") -> ModelSpec:
         environment=environment,
         status=status,
         known_issues=str(data.get("known_issues") or "").strip(),
+        message_aggregation=aggregation,
         source=source,
     )
 
@@ -314,5 +319,6 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype: str | None = "float6
     if spec.kind == "matgl":
         from xtalbench.models.matgl import MatglPredictor
 
-        return MatglPredictor(str(checkpoint or spec.checkpoint), device=device, dtype=dtype, name=spec.name, **options)
+        return MatglPredictor(str(checkpoint or spec.checkpoint), device=device, dtype=dtype, name=spec.name,
+                              message_aggregation=spec.message_aggregation, **options)  # fmt: skip
     raise ModelSpecError(spec.source, "kind", f"{spec.kind!r} cannot be loaded")

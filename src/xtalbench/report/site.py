@@ -261,7 +261,9 @@ def seen_unseen_boards(f: MetricFile) -> list[dict[str, Any]]:
         for name in sorted(models):
             block = models[name]
             seen = str(block.get("seen_set") or "—") + ("" if block.get("seen_is_training_set", True) else " (not its training set)")
-            cells = [Cell(name, name, f"models/{_safe(name)}.html", f"model card of {name}", "model"),
+            status = block.get("status") or {"status": "ok"}
+            label = name if status["status"] == "ok" else f"{name} ⚠ {status['status']}"
+            cells = [Cell(label, name, f"models/{_safe(name)}.html", str(status.get("known_issues") or f"model card of {name}"), "model"),
                      Cell(seen, seen, None, str(block.get("seen_note") or ""))]
             for c in columns:
                 cell = metric_cell(f, c["key"].replace("models.*", f"models.{name}"))

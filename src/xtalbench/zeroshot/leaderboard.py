@@ -75,8 +75,10 @@ def build(params: Mapping[str, Any], root: Path = Path(".")) -> dict[str, Any]:
         if len(training_sets) != 1:
             raise LeaderboardError(f"metrics/zeroshot/scores/*/{model}.json: training_set.name differs between sets ({sorted(training_sets)}): rerun zeroshot")
         seen, inside, why = seen_set(model, training_sets.pop(), cfg)
-        entry: dict[str, Any] = {"seen_set": seen, "seen_is_training_set": inside, "seen_note": why, "datasets": {}, "contamination": {},
-                                 "ratios": {}, "notes": {}}  # fmt: skip
+        statuses = [m.get("model_status") or {"status": "ok"} for m, _ in read.values()]
+        status = next((s for s in statuses if s["status"] != "ok"), statuses[0])
+        entry: dict[str, Any] = {"seen_set": seen, "seen_is_training_set": inside, "seen_note": why, "status": status, "datasets": {},
+                                 "contamination": {}, "ratios": {}, "notes": {}}  # fmt: skip
         errors: dict[str, pd.DataFrame] = {}
         seconds = structures = atoms = 0.0
         hardware = None
@@ -85,7 +87,9 @@ def build(params: Mapping[str, Any], root: Path = Path(".")) -> dict[str, Any]:
             errors[dataset] = _headline_errors(frame_errors, metrics, dataset)
             scores = metrics["scores"]
             entry["datasets"][dataset] = {k: scores.get(k) for k in HEADLINE} | {f"{k}_ci": scores.get(f"{k}_ci") for k in HEADLINE} | {
-                "frames": scores.get("frames"), "headline_subset": metrics.get("headline_subset")}  # fmt: skip
+                "frames": scores.get("frames"), "headline_subset": metrics.get("headline_subset"),
+                "energy_mae_after_constant_offset_meV_per_atom": (metrics.get("diagnostics") or {}).get("energy_offsets", {}).get(
+                    "mae_after_constant_offset_meV_per_atom")}  # fmt: skip
             entry["contamination"][dataset] = metrics.get("contamination")
             entry["notes"][dataset] = metrics.get("notes", [])
             t = metrics.get("throughput") or {}
@@ -121,6 +125,12 @@ def _ci(value: Any, ci: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
+def _label(name: str, entry: Mapping[str, Any]) -> str:
+    """The model's row label: flagged when its YAML says its predictions are known to be wrong."""
+    status = (entry.get("status") or {}).get("status", "ok")
+    return name if status == "ok" else f"{name} ⚠ {status}"
+
+
 def render_markdown(board: Mapping[str, Any]) -> str:
     """The leaderboard as Markdown (what reports/leaderboard.md shows)."""
     datasets = board["datasets"]
@@ -139,18 +149,25 @@ def render_markdown(board: Mapping[str, Any]) -> str:
                 s = entry["datasets"].get(d, {})
                 v, ci = s.get(metric), s.get(f"{metric}_ci")
                 cells.append(_ci(None if v is None else v * scale, None if not ci else [c * scale for c in ci], digits) + (" (GGA)" if s.get("headline_subset") == "gga" else ""))
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(name, entry)} | " + " | ".join(cells) + " |")
         for anchor in ("MatterSim-v1-1M", "MatterSim-v1-5M"):
             cells = [_fmt((board["anchors"].get(d, {}).get(anchor, {}).get(metric) or None) and board["anchors"][d][anchor][metric] * scale, digits) for d in datasets]
             if any(c != "—" for c in cells):
                 lines.append(f"| {anchor} (published, full sets) | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["## Energy MAE after removing the median signed error (meV/atom; a diagnostic, no CI)", "",
+              "How much of the energy error is one reference offset (MatPES-trained models: other POTCARs than MPtrj's labels).", "",
+              "| model | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]  # fmt: skip
+    for name, entry in board["models"].items():
+        cells = [_fmt(entry["datasets"].get(d, {}).get("energy_mae_after_constant_offset_meV_per_atom")) for d in datasets]
+        lines.append(f"| {_label(name, entry)} | " + " | ".join(cells) + " |")
+    lines.append("")
     lines += ["## Seen vs unseen: unseen/seen MAE ratio [95% CI]", "",
               "| model | seen set | inside training set | unseen set | energy | force (norm) | stress |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, entry in board["models"].items():
         for d, ratios in entry["ratios"].items():
             cells = [_ci(ratios[m]["ratio"], ratios[m]["ci"], 2) for m in RATIO_METRICS]
-            lines.append(f"| {name} | {entry['seen_set']} | {'yes' if entry['seen_is_training_set'] else 'no (seen set differs)'} | {d} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(name, entry)} | {entry['seen_set']} | {'yes' if entry['seen_is_training_set'] else 'no (seen set differs)'} | {d} | " + " | ".join(cells) + " |")
     lines += ["", "## Contamination (model × dataset)", "", "| model | dataset | by id | by database |", "|---|---|---|---|"]
     for name, entry in board["models"].items():
         for d, c in entry["contamination"].items():
@@ -158,20 +175,22 @@ def render_markdown(board: Mapping[str, Any]) -> str:
                 continue
             by_id, by_db = c["by_id"], c["by_database"]
             frac = "—" if by_id.get("fraction") is None else f"{by_id['fraction']:.2f} ({by_id['method']})"
-            lines.append(f"| {name} | {d} | {frac} | {by_db['overlap']}: {by_db['reason']} |")
+            lines.append(f"| {_label(name, entry)} | {d} | {frac} | {by_db['overlap']}: {by_db['reason']} |")
     lines += ["", "## Throughput and hardware", "", "| model | structures/s | atoms/s | seconds | device | dtype | batch | threads |", "|---|---|---|---|---|---|---|---|"]
     for name, entry in board["models"].items():
         t, h = entry["throughput"], entry.get("hardware") or {}
-        lines.append(f"| {name} | {_fmt(t['structures_per_s'], 2)} | {_fmt(t['atoms_per_s'], 1)} | {_fmt(t['seconds'], 1)} | {h.get('device_name')} | {h.get('dtype')} | {h.get('batch_size')} | {h.get('threads')} |")
+        lines.append(f"| {_label(name, entry)} | {_fmt(t['structures_per_s'], 2)} | {_fmt(t['atoms_per_s'], 1)} | {_fmt(t['seconds'], 1)} | {h.get('device_name')} | {h.get('dtype')} | {h.get('batch_size')} | {h.get('threads')} |")
     diatomic = {n: e["diatomics"] for n, e in board["models"].items() if e.get("diatomics")}
     if diatomic:
         keys = ["pairs", "curve_rmse_capped_median_eV", "r_eq_median_abs_error_A", "well_depth_median_abs_error_eV", "r_eq_mae_A", "well_depth_mae_eV", "spurious_minima_per_pair", "repulsive_wall_fraction", "force_consistency_capped_mae_eV_per_A"]
         lines += ["", "## Diatomics vs PBE (medians and means over pairs)", "", "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         for name, s in diatomic.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(s.get(k), 3) if not isinstance(s.get(k), int) else str(s.get(k)) for k in keys) + " |")
+            lines.append(f"| {_label(name, board['models'][name])} | " + " | ".join(_fmt(s.get(k), 3) if not isinstance(s.get(k), int) else str(s.get(k)) for k in keys) + " |")
     lines += ["", "## Notes (conventions per model × dataset)", ""]
     for name, entry in board["models"].items():
         lines.append(f"- **{name}**: seen set {entry['seen_set']} — {entry['seen_note']}")
+        if (entry.get("status") or {}).get("status", "ok") != "ok":
+            lines.append(f"  - ⚠ {entry['status']['status']}: {entry['status'].get('known_issues', '')}")
         for d, notes in entry["notes"].items():
             for note in notes:
                 lines.append(f"  - {d}: {note}")

@@ -179,6 +179,7 @@ def zeroshot(dataset: str, model: str, params: Mapping[str, Any], models_dir: st
         source = set_source(frames)
         metrics = {
             "model": spec.name,
+            "model_status": {"status": spec.status, "known_issues": spec.known_issues} if spec.status != "ok" else {"status": "ok"},
             "dataset": dataset,
             "set": source,
             "training_set": training_set_info(spec),
