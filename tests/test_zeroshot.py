@@ -320,3 +320,18 @@ def test_plus_u_frames_scored_apart_or_refused():
     assert "hubbard_u" not in refused["subsets"]
     blended = score(errors, False, ZeroshotParams(n_bootstrap=20))
     assert blended["headline_subset"] == "all" and blended["scores"]["energy_mae_meV_per_atom"] == pytest.approx(1000 * (0.04 + 1.0) / 6)
+
+
+def test_a_model_that_covers_none_of_a_sets_elements_scores_nothing_without_failing():
+    """Every frame skipped (the pipeline-trained MACE on Alexandria): typed empty errors, None scores, no CI."""
+    from xtalbench.zeroshot.params import ZeroshotParams
+    from xtalbench.zeroshot.stage import frame_errors, score
+
+    frames = pd.DataFrame({"frame_id": ["a"], "material_id": ["m"], "nsites": [1], "numbers": [[8]], "energy": [-1.0],
+                           "forces": [[0.0, 0.0, 0.0]], "stress": [None]})  # fmt: skip
+    predictions = pd.DataFrame(columns=["frame_id", "energy", "forces", "stress"])
+    errors, failures = frame_errors(frames, predictions, remove_mp2020=False, score_energy=True, references="unused")
+    assert len(errors) == 0 and errors["hubbard"].dtype == bool and not failures
+    out = score(errors, separate_hubbard=True, cfg=ZeroshotParams(n_bootstrap=10))
+    assert out["scores"]["frames"] == 0 and out["scores"]["energy_mae_meV_per_atom"] is None
+    assert out["scores"]["energy_mae_meV_per_atom_ci"] is None and out["subsets"]["hubbard_u"]["frames"] == 0

@@ -161,7 +161,8 @@ def _models_for(stage: str, entry: dict[str, Any], params: dict[str, Any]) -> li
     key = entry.get("models_param")  # e.g. "evaluate.models": one pass per listed model
     if not key:
         return [None]
-    return list(_lookup(params, key) or [])
+    value = _lookup(params, key)
+    return [value] if isinstance(value, str) else list(value or [])  # one model (zeroshot.trained.model) or a list
 
 
 def _stage_datasets(stage: str, entry: dict[str, Any], params: dict[str, Any], sizes: dict[str, int]) -> list[str | None]:

@@ -84,7 +84,8 @@ def frame_errors(frames: pd.DataFrame, predictions: pd.DataFrame, remove_mp2020:
         rows.append({"frame_id": p.frame_id, "material_id": t["material_id"], "nsites": n, "hubbard": hubbard_frame(list(t["numbers"])),
                      "mp2020_correction_eV": correction, "e_signed": signed, **sums})  # fmt: skip
     columns = ["frame_id", "material_id", "nsites", "hubbard", "mp2020_correction_eV", "e_signed", *ERROR_COLUMNS]
-    return pd.DataFrame(rows, columns=columns), failures
+    # typed even when empty (a model that covers none of the set's elements): `~hubbard` must stay a row mask
+    return pd.DataFrame(rows, columns=columns).astype({"hubbard": bool, "nsites": "int64", "e_signed": float, **dict.fromkeys(ERROR_COLUMNS, float)}), failures
 
 
 def score(errors: pd.DataFrame, separate_hubbard: bool, cfg: ZeroshotParams) -> dict[str, Any]:
