@@ -337,19 +337,16 @@ def test_env_model_runs_in_its_environment_with_ase_stress_units_and_sign(env_mo
         assert per_atom > -3.0 and "NaCl" in spec.known_issues
 
 
-def test_sevennet_batched_equals_its_own_calculator_one_by_one():
-    """Batched SevenNet graphs (one forward pass) vs SevenNetCalculator per structure, both in the env."""
+def _one_by_one(spec, calculator: str, frames: list[dict]) -> list:
+    """[energy, forces, stress] per frame from an ASE calculator built by the code `calculator` (it
+    binds `calc`), one structure at a time, in the model's environment (xtalbench's src on its path)."""
     import json
     import subprocess
 
-    spec, predictor = _worker("sevennet-0")
-    frames = [_strained_nacl(0.01)] + [from_atoms(a, frame_id="si", material_id="si", source="t") for a in [_si()]]
-    out = predictor.predict(frames, batch_size=4)
     script = (
         "import json, sys, numpy as np\n"
         "from ase import Atoms\n"
-        "from sevenn.calculator import SevenNetCalculator\n"
-        "calc = SevenNetCalculator(model='7net-0', device='cpu')\n"
+        f"{calculator}\n"
         "res = []\n"
         "for f in json.load(sys.stdin):\n"
         "    a = Atoms(numbers=f['numbers'], positions=np.reshape(f['positions'], (-1, 3)), cell=np.reshape(f['lattice'], (3, 3)), pbc=True)\n"
@@ -358,11 +355,26 @@ def test_sevennet_batched_equals_its_own_calculator_one_by_one():
         "print(json.dumps(res))\n"
     )
     python = python_of(spec.environment.path(ROOT / ".venvs"))
-    ref = json.loads(subprocess.run([str(python), "-c", script], input=json.dumps(frames), capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    payload = json.dumps([{k: np.asarray(fr[k]).tolist() for k in ("numbers", "positions", "lattice")} for fr in frames])
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run([str(python), "-c", script], input=payload, capture_output=True, text=True, check=True, env=env)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _assert_same(out: dict, ref: list, atol_stress: float, atol: float = 2e-4) -> None:
     for i, (energy, forces, stress) in enumerate(ref):
-        assert out["energy"][i] == pytest.approx(energy, abs=2e-4)
-        np.testing.assert_allclose(out["forces"][i].ravel(), forces, atol=2e-4)
-        np.testing.assert_allclose(out["stress"][i], stress, atol=2e-5)
+        assert out["energy"][i] == pytest.approx(energy, abs=atol)
+        np.testing.assert_allclose(out["forces"][i].ravel(), forces, atol=atol)
+        np.testing.assert_allclose(out["stress"][i], stress, atol=atol_stress)
+
+
+def test_sevennet_batched_equals_its_own_calculator_one_by_one():
+    """Batched SevenNet graphs (one forward pass) vs SevenNetCalculator per structure, both in the env."""
+    spec, predictor = _worker("sevennet-0")
+    frames = [_strained_nacl(0.01), from_atoms(_si(), frame_id="si", material_id="si", source="t")]
+    out = predictor.predict(frames, batch_size=4)
+    ref = _one_by_one(spec, "from sevenn.calculator import SevenNetCalculator\ncalc = SevenNetCalculator(model='7net-0', device='cpu')", frames)
+    _assert_same(out, ref, atol_stress=2e-5)
 
 
 def _si():
@@ -450,35 +462,18 @@ def test_matpes_models_forces_on_real_dft_frames_are_within_their_card_test_erro
 
 def test_matgl_batched_equals_pescalculator_one_by_one():
     """One PyG batch through `Potential` vs matgl's own ASE PESCalculator per structure (same adapted model)."""
-    import json
-    import subprocess
-
     spec, predictor = _worker("m3gnet-mp-2021")
     frames = [_strained_nacl(0.01), from_atoms(_si(), frame_id="si", material_id="si", source="t"), _mptrj_frames(1)[0]]
     out = predictor.predict(frames, batch_size=3)
-    script = (
-        "import json, sys, numpy as np, matgl\n"
-        "from ase import Atoms\n"
+    calculator = (
+        "import matgl\n"
         "from matgl.ext.ase import PESCalculator\n"
         "from xtalbench.models.matgl import adapt_destination_aggregation\n"
         f"potential = matgl.load_model({str(ROOT / spec.checkpoint)!r})\n"
         "adapt_destination_aggregation(potential)\n"
-        "calc = PESCalculator(potential, stress_unit='eV/A3')\n"
-        "res = []\n"
-        "for f in json.load(sys.stdin):\n"
-        "    a = Atoms(numbers=f['numbers'], positions=np.reshape(f['positions'], (-1, 3)), cell=np.reshape(f['lattice'], (3, 3)), pbc=True)\n"
-        "    a.calc = calc\n"
-        "    res.append([a.get_potential_energy(), a.get_forces().ravel().tolist(), a.get_stress().tolist()])\n"
-        "print(json.dumps(res))\n"
+        "calc = PESCalculator(potential, stress_unit='eV/A3')"
     )
-    python = python_of(spec.environment.path(ROOT / ".venvs"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    payload = json.dumps([{k: np.asarray(fr[k]).tolist() for k in ("numbers", "positions", "lattice")} for fr in frames])
-    ref = json.loads(subprocess.run([str(python), "-c", script], input=payload, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1])
-    for i, (energy, forces, stress) in enumerate(ref):
-        assert out["energy"][i] == pytest.approx(energy, abs=1e-4)
-        np.testing.assert_allclose(out["forces"][i].ravel(), forces, atol=1e-4)
-        np.testing.assert_allclose(out["stress"][i], stress, atol=1e-6)
+    _assert_same(out, _one_by_one(spec, calculator, frames), atol_stress=1e-6, atol=1e-4)
 
 
 def test_message_aggregation_is_only_for_matgl():
