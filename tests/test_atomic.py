@@ -31,6 +31,7 @@ from xtalbench.core.io import (
     remove_stale,
 )
 from xtalbench.core.parallel import RowGroupWriter, map_row_groups
+from xtalbench.core.project import ParquetSink
 from xtalbench.core.project import iter_batches, read_table, write_json, write_parquet
 
 SI = 'Lattice="0 2.715 2.715 2.715 0 2.715 2.715 2.715 0" Properties=species:S:1:pos:R:3:forces:R:3 pbc="T T T"'
@@ -138,6 +139,11 @@ def test_writers_never_leave_a_partial_file(tmp_path):
 
     def boom(table: pa.Table) -> pa.Table:
         raise ValueError("bad chunk")
+
+    # a last buffered batch that cannot be written (fails inside close()): no temporary, old output kept
+    with pytest.raises(pa.ArrowInvalid), ParquetSink(path, pa.schema([("a", pa.int64())])) as sink:
+        sink.append({"a": "not an int"})
+    assert path.read_bytes() == before and temporaries(tmp_path) == []
 
     with pytest.raises(XtalbenchError, match="bad chunk"):
         map_row_groups(pa.table({"a": [1, 2, 3]}), boom, path, pa.schema([("a", pa.int64())]), progress=False)

@@ -106,6 +106,18 @@ def test_markdown_is_short_changed_metrics_worst_first():
     assert len(md.splitlines()) < 20
 
 
+def test_gate_summary_counts_threshold_failures_and_null_metrics_right():
+    """A gate matching a metric that is null in both revisions matched it; a threshold FAIL on an
+    unchanged value is not taken off the worse-but-within-tolerance count."""
+    G = "strategies.random.mean.test."
+    diff = {F: {K + "f1": entry(0.2, 0.2),                          # unchanged, below min 0.3: FAIL
+                G + "e_form_mae_meV_per_atom": entry(20.0, 20.4),   # worse, within tolerance
+                K + "false_kill_rate": {"old": None, "new": None},  # null in both: matched, not "matching no metric"
+                K + "n": entry(5, 5)}}
+    md = render_markdown(apply_gates(diff, GATES, "origin/main", baseline=True))
+    assert "1 FAIL, 1 worse but within tolerance" in md and "matching no metric" not in md
+
+
 def test_markdown_caps_rows():
     diff = {F: {f"strategies.s{i:02d}.mean.test.force_mae_meV_per_A": entry(1.0, 1.0 + i / 100) for i in range(1, 41)}}
     md = render_markdown(apply_gates(diff, GATES, "HEAD~1", baseline=True), max_rows=10)

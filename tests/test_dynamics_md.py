@@ -169,8 +169,7 @@ def test_md_stage_and_user_trajectory_with_emt(tmp_path, monkeypatch):
     entry = result["models"]["emt"]["materials"]["Al2O3"]
     assert entry["steps_requested"] == 6 and entry["natoms"] == 120
     assert entry["functional_reference"] == "PBEsol" and not entry["like_with_like"]
-    if entry["completed"]:
-        assert entry["sigma_dft"]["class"] in ("weak", "strong", "unstable")
+    assert entry["completed"] and entry["sigma_dft"]["class"] in ("weak", "strong", "unstable")
     assert result["models"]["emt"]["confusion_phi_dft_vs_phi_model"]["n"] + result["models"]["emt"]["confusion_phi_dft_vs_phi_model"]["missing"] == 1
     frames = read(tmp_path / "datasets/dynamics/md/emt/Al2O3.extxyz", index=":")
     assert len(frames) == entry["steps_done"] + 1 and frames[0].get_forces().shape == (120, 3)

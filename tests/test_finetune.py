@@ -179,14 +179,17 @@ def test_run_fold_fine_tunes_below_zero_shot_with_calibrated_intervals():
     assert len(test["error_vs_novelty"]) == p.novelty_bins
 
 
-def test_finetune_params_refuse_bad_values(tmp_path):
+def test_finetune_params_refuse_bad_values(tmp_path, capsys):
     import yaml
 
     from xtalbench import cli
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"finetune": {"members": 0, "lerning_curve": {}}}))
+    datasets = {"mp20": {"source": "shared", "path": "x.parquet"}}  # configured: the refusal must come from `finetune`
+    params.write_text(yaml.safe_dump({"datasets": datasets, "finetune": {"members": 0, "lerning_curve": {}}}))
     assert cli.main(["finetune", "mp20", "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.members" in err and "lerning_curve" in err
 
 
 def _frame(symbols, cell, positions, energy, stress_voigt, frame_id="f0"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -229,11 +228,9 @@ def test_refuse_policy_stops_scoring_on_a_scheme_mismatch(li_o, tmp_path):
 def test_mp20_oracle_and_one_mev_offsets():
     mp20 = pd.read_parquet(MP20, columns=["material_id", "pretty_formula", "formation_energy_per_atom", "e_above_hull"])
     labels = pd.DataFrame({"material_id": mp20["material_id"], "formula": mp20["pretty_formula"], "e_form": mp20["formation_energy_per_atom"]})
-    start = time.perf_counter()
     cp, report = hull.build_competing_phases(labels, MP_FORMATION)
     e_d, _, counts = hull.decomposition_energies(cp, list(mp20["material_id"]), list(mp20["pretty_formula"]),
                                                      mp20["formation_energy_per_atom"].to_numpy(), mp20["e_above_hull"].to_numpy(), check_above=False)  # fmt: skip
-    assert time.perf_counter() - start < 60
     assert counts["n_labelled"] == 2485 and report["n_shared_materials"] > 1000
     # the trimmed per-element fit recovers MP2020's Br and I anion corrections (-0.534, -0.379 eV/atom)
     assert report["element_offsets_eV_per_atom"]["Br"] == pytest.approx(-0.534, abs=0.01)

@@ -263,6 +263,15 @@ def test_a_model_that_cannot_load_in_the_worker_names_it(calcs):
         EnvPredictor(_ase_spec("xtb_test_calcs.Missing"), python=sys.executable, progress=False)
 
 
+def test_a_worker_refuses_a_non_editable_install(tmp_path, monkeypatch):
+    """Its PYTHONPATH would be the main site-packages (another e3nn, torch): a clear error, no worker."""
+    import xtalbench.models.worker as worker
+
+    monkeypatch.setattr(worker, "SRC", tmp_path / "site-packages")
+    with pytest.raises(ModelWorkerError, match="install xtalbench editable"):
+        EnvPredictor(_ase_spec("ase.calculators.emt.EMT"), python=sys.executable, progress=False)
+
+
 def test_a_worker_that_cannot_start_names_the_interpreter(tmp_path):
     with pytest.raises(ModelWorkerError, match="cannot start a worker"):
         EnvPredictor(_ase_spec("ase.calculators.emt.EMT"), python=tmp_path / "no-python", progress=False)

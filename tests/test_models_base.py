@@ -80,6 +80,15 @@ def test_a_backend_returning_the_wrong_count_is_caught():
         Toy(broken=True, progress=False).predict(frames(3), batch_size=3)
 
 
+def test_a_backend_returning_stresses_of_the_wrong_shape_is_caught():
+    class ShortStress(Toy):
+        def _predict_batch(self, rows):
+            return {**super()._predict_batch(rows), "stress": np.zeros((len(rows), 3))}
+
+    with pytest.raises(PredictionError, match=r"'toy': 6 stress values for the batch of 2 frames starting at 'f0'"):
+        ShortStress(progress=False).predict(frames(2), batch_size=2)
+
+
 def test_dtype_and_device_are_resolved_once():
     assert Toy(dtype="float32", progress=False).dtype == "float32"
     with pytest.raises(ModelLoadError, match="dtype 'float16'"):

@@ -479,13 +479,20 @@ class TempParquetWriter:
         """Write what is still buffered."""
 
     def close(self) -> None:
-        self._flush()
-        self._writer.close()
+        try:
+            self._flush()
+            self._writer.close()
+        except BaseException:  # a last batch that cannot be written: no temporary left behind
+            self.abort()
+            raise
+        _fsync(self._temp)
         os.replace(self._temp, self.path)
 
     def abort(self) -> None:
-        self._writer.close()
-        self._temp.unlink(missing_ok=True)
+        try:
+            self._writer.close()
+        finally:
+            self._temp.unlink(missing_ok=True)
 
     def __enter__(self):
         return self

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from xtalbench.core.errors import XtalbenchError
 from xtalbench.core.io import TempParquetWriter, atomic_path, iter_parquet, read_parquet
 
 PARAMS_FILE = "params.yaml"
@@ -27,14 +26,6 @@ ROW_GROUP_SIZE = 10_000
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     with open(path) as handle:
         return yaml.safe_load(handle) or {}
-
-
-def dataset_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """The `datasets.<name>` block, with a clear error when the dataset is not configured."""
-    datasets = params.get("datasets") or {}
-    if dataset not in datasets:
-        raise XtalbenchError(f"dataset {dataset!r} is not in params.yaml `datasets` (have: {', '.join(datasets) or 'none'})")
-    return datasets[dataset]
 
 
 @dataclass(frozen=True)

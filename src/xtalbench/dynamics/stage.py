@@ -182,7 +182,7 @@ def run_md_stage(params: DynamicsParams, models: list[str] | None = None, progre
             for material, (ref, functional) in tqdm(refs.items(), desc=f"md {name}", unit="material", disable=not progress):
                 atoms, phi_applies = md_start(ref, params)
                 try:
-                    fc_model = model_phonons(ref, predictor, params.batch_size).phonon.force_constants if phi_applies else None
+                    fc_model = model_phonons(ref, predictor, params.batch_size, params.phonons.subtract_residual_forces).phonon.force_constants if phi_applies else None
                 except UnsupportedElementError as error:
                     per[material] = {"skipped": str(error)}
                     continue
@@ -286,7 +286,7 @@ def run_trajectories(params: DynamicsParams, trajectories: list[tuple[str, str]]
         sampled.setdefault(material, {})[Path(path).stem] = (frames[burn_in:], own["dft"]["sigma_t"][burn_in:])
         for name, predictor in loaded.items():
             forces = np.asarray(predict_atoms(predictor, frames, params.batch_size)["forces"], dtype=np.float64)
-            fc_model = model_phonons(ref, predictor, params.batch_size).phonon.force_constants
+            fc_model = model_phonons(ref, predictor, params.batch_size, params.phonons.subtract_residual_forces).phonon.force_constants
             s = sigma_trajectory(frames, atoms, {"dft": ref.force_constants, "model": fc_model}, forces=forces, burn_in=burn_in, weak=a.weak, strong=a.strong, source=path)
             entry[name] = {k: s[k] for k in ("dft", "model")}
         result["trajectories"][path] = entry

@@ -50,7 +50,6 @@ TRIM_ITERATIONS = 10
 BASIS_ABOVE_HULL = 1  # E_d = label E_hull (shift formula, exact above the hull)
 BASIS_MARGIN = 2  # E_d = E_form − hull of the other phases
 BASIS_FALLBACK = 3  # on-hull label contradicted by the competing phases: E_d = 0 (shift formula)
-BASIS_NAMES = {0: "none", BASIS_ABOVE_HULL: "e_above_hull_label", BASIS_MARGIN: "hull_of_other_phases", BASIS_FALLBACK: "shift_fallback"}
 
 
 class HullError(XtalbenchError, ValueError):

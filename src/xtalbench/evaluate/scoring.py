@@ -54,7 +54,6 @@ from xtalbench.evaluate.thermo import (
     MP_REFERENCES,
     MP2020FormationEnergy,
     ThermoError,
-    predicted_e_hull,
     stability_metrics,
 )
 
@@ -293,7 +292,7 @@ def _slice(lists: tuple[np.ndarray, np.ndarray, np.ndarray], i: int) -> np.ndarr
 class Scored:
     """Compact per-prediction-row results (a few numbers per frame) of `frame_errors`."""
 
-    frame: pd.DataFrame  # `_row` (dedup row), p_strategy, p_fold, STAT_COLUMNS, e_hull_true, e_hull_pred, e_form_err
+    frame: pd.DataFrame  # `_row` (dedup row), p_strategy, p_fold, STAT_COLUMNS, e_form_err
     coverage: dict[str, Any]
     points: dict[str, Mapping[str, Sequence]]
     index: FrameIndex
@@ -327,7 +326,7 @@ def frame_errors(
 
     runs: dict[tuple, int] = {}  # (strategy, fold) → run code, in order of appearance
     seen: dict[int, np.ndarray] = {}
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "run", "nsites", "e_pred", "e_true", "ef_pred", "ef_true", "eh_true", "f_ok", "s_ok", *M.STAT_COLUMNS)}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "run", "nsites", "e_pred", "e_true", "ef_pred", "ef_true", "f_ok", "s_ok", *M.STAT_COLUMNS)}
     failures: dict[str, str] = {}
     uncorrect_failures: dict[str, str] = {}
     uncorrector = None
@@ -383,7 +382,6 @@ def frame_errors(
             uncorrector = uncorrector or MP2020FormationEnergy(references=cfg.mp_references, compatibility=True)
             e_cmp = _without_mp2020(uncorrector, e_pred, e_true, rows, truth, structure_cols, p_ids, uncorrect_failures)
         ef_true = _floats(t, "formation_energy_per_atom")
-        eh_true = _floats(t, "e_above_hull")
         ef_pred = np.full(n, np.nan)
         wanted = np.isfinite(ef_true) & np.isfinite(e_pred)
         if wanted.any() and energy_kind == "formation":
@@ -416,7 +414,7 @@ def frame_errors(
             for c, v in one.items():
                 stats[c][i] = v
         for key, value in (("row", rows), ("run", codes), ("nsites", nsites), ("e_pred", e_cmp), ("e_true", e_true), ("ef_pred", ef_pred),
-                           ("ef_true", ef_true), ("eh_true", eh_true), ("f_ok", f_pred[2] & f_true[2]), ("s_ok", s_pred[2] & s_true[2])):  # fmt: skip
+                           ("ef_true", ef_true), ("f_ok", f_pred[2] & f_true[2]), ("s_ok", s_pred[2] & s_true[2])):  # fmt: skip
             parts[key].append(value)
         for c in M.STAT_COLUMNS:
             parts[c].append(stats[c])
@@ -427,8 +425,7 @@ def frame_errors(
     truth.clear()
     cat = {k: np.concatenate(parts.pop(k)) if parts[k] else np.zeros(0) for k in list(parts)}
     rows, codes, nsites = cat["row"].astype(np.int64), cat["run"].astype(np.int32), cat["nsites"].astype(np.int64)
-    ef_pred, ef_true, eh_true = cat["ef_pred"], cat["ef_true"], cat["eh_true"]
-    eh_pred = np.where(np.isfinite(ef_pred) & np.isfinite(eh_true), predicted_e_hull(eh_true, ef_pred, ef_true), np.nan)
+    ef_pred, ef_true = cat["ef_pred"], cat["ef_true"]
     run_keys = list(runs)
     run_strategy = np.array([k[0] for k in run_keys] or [None], dtype=object)
     run_fold = [k[1] for k in run_keys]
@@ -438,8 +435,6 @@ def frame_errors(
             "p_strategy": run_strategy[codes] if len(codes) else np.zeros(0, dtype=object),
             "p_fold": pd.array(np.array(run_fold or [None], dtype=object)[codes] if len(codes) else [], dtype="Int64"),
             **{c: cat.pop(c).astype(np.float64, copy=False) for c in M.STAT_COLUMNS},
-            "e_hull_true": eh_true,
-            "e_hull_pred": eh_pred,
             "e_form_err": ef_pred - ef_true,  # NaN where either is missing
         }
     )
@@ -769,17 +764,10 @@ def role_stability(rows: pd.DataFrame, truth: StabilityTruth, threshold: float, 
     return out
 
 
-def role_metrics(group: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """Metrics of one strategy × fold × role set (only rows with a prediction)."""
+def role_metrics(group: pd.DataFrame) -> dict[str, Any]:
+    """Metrics of one strategy × fold × role set (only rows with a prediction); stability: `role_stability`."""
     out: dict[str, Any] = {"n": len(group), "n_materials": int(group["material_id"].nunique())}
     out.update(M.aggregate({c: group[c].to_numpy() for c in M.STAT_COLUMNS}))
-    eh_true, eh_pred = group["e_hull_true"].to_numpy(), group["e_hull_pred"].to_numpy()
-    ok = np.isfinite(eh_true) & np.isfinite(eh_pred)
-    if ok.any():
-        stab = stability_metrics(eh_true[ok], eh_pred[ok], threshold)
-    else:
-        stab = dict.fromkeys(STABILITY_KEYS + STABILITY_COUNTS)
-    out.update({k: stab[k] for k in STABILITY_KEYS + STABILITY_COUNTS})
     clusters = group.dropna(subset=["cluster"]) if "cluster" in group else group.iloc[0:0]
     if len(clusters):
         sizes = clusters.groupby(clusters["cluster"].astype("int64"))["material_id"].nunique()
@@ -948,7 +936,7 @@ def score_model(
             got = in_fold[in_fold["scored"]]
             folds[str(fold)] = {}
             for role, g in got.groupby("role", sort=True):
-                folds[str(fold)][role] = role_metrics(g, cfg.stability_threshold)
+                folds[str(fold)][role] = role_metrics(g)
                 folds[str(fold)][role].update(role_stability(expected[expected["role"] == role], stab, cfg.stability_threshold, cfg.stability_tolerance))
         mean, std = fold_summary(folds)
         strategies[strategy] = {"folds": folds, "mean": mean, "std": std, "n_folds": len(folds)}

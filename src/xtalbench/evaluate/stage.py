@@ -350,45 +350,43 @@ def evaluate(
     effective_batch = chunk_rows = None
     used_dtype = dtype
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with (
-            _shared_client(options) as options,
-            tempfile.TemporaryDirectory(prefix=f".{output.stem}-", dir=output.parent) as tmp,
-            RowGroupWriter(output, PREDICTIONS_SCHEMA) as out,
-            RowGroupWriter(skipped_output, SKIPPED_SCHEMA) as skipped,
-        ):
-            for run in runs:
-                # the predictor of this run, in this process: supported elements, default batch size
-                # (and the one that predicts, with the local executor, through the same cache)
-                model = predictor or cached_predictor(spec, run.checkpoint, device, dtype)
-                used_dtype = getattr(model, "dtype", dtype)
-                default_batch = getattr(model, "default_batch_size", None)
-                effective_batch = int(batch_size or (default_batch() if callable(default_batch) else 1))
-                chunk_rows = aligned_chunk_rows(int(options.get("chunk_rows", 2000)), effective_batch)
-                todo = Path(tmp) / "todo.parquet"
-                sel = select_rows(frames, todo, skipped, model.supported_numbers, model.name, run.frame_ids, run.strategy, run.fold)
-                fn = partial(predict_chunk, spec=spec, checkpoint=run.checkpoint, device=device, dtype=dtype,
-                             batch_size=effective_batch, strategy=run.strategy, fold=run.fold,
-                             predictor=predictor, threads=threads)  # fmt: skip
-                raw = Path(tmp) / "chunks.parquet"
-                label = spec.name if run.strategy is None else f"{spec.name} {run.strategy}-{run.fold}"
-                result = map_row_groups(todo, fn, raw, CHUNK_SCHEMA, progress=progress, desc=label, **{**options, "chunk_rows": chunk_rows})
-                if result.rows_out != sel.todo:
-                    raise AssertionError(f"{label}: {sel.todo} rows sent to the model, {result.rows_out} predictions came back")
-                for batch in iter_chunks(raw, SELECT_ROWS):
-                    seconds += float(pc.sum(batch[SECONDS]).as_py() or 0.0)
-                    out.write(batch.drop_columns([SECONDS]))
-                n_input += sel.rows_in
-                n_skipped += sel.skipped
-                n_predicted += result.rows_out
-                structures += sel.todo
-                atoms += sel.atoms
-                chunks += result.chunks
-                wall += result.seconds
-                raw.unlink()
-                todo.unlink()
-    except BaseException:  # the writers dropped their temporaries: previous outputs are untouched
-        raise
+    # on an exception the writers drop their temporaries: previous outputs are untouched
+    with (
+        _shared_client(options) as options,
+        tempfile.TemporaryDirectory(prefix=f".{output.stem}-", dir=output.parent) as tmp,
+        RowGroupWriter(output, PREDICTIONS_SCHEMA) as out,
+        RowGroupWriter(skipped_output, SKIPPED_SCHEMA) as skipped,
+    ):
+        for run in runs:
+            # the predictor of this run, in this process: supported elements, default batch size
+            # (and the one that predicts, with the local executor, through the same cache)
+            model = predictor or cached_predictor(spec, run.checkpoint, device, dtype)
+            used_dtype = getattr(model, "dtype", dtype)
+            default_batch = getattr(model, "default_batch_size", None)
+            effective_batch = int(batch_size or (default_batch() if callable(default_batch) else 1))
+            chunk_rows = aligned_chunk_rows(int(options.get("chunk_rows", 2000)), effective_batch)
+            todo = Path(tmp) / "todo.parquet"
+            sel = select_rows(frames, todo, skipped, model.supported_numbers, model.name, run.frame_ids, run.strategy, run.fold)
+            fn = partial(predict_chunk, spec=spec, checkpoint=run.checkpoint, device=device, dtype=dtype,
+                         batch_size=effective_batch, strategy=run.strategy, fold=run.fold,
+                         predictor=predictor, threads=threads)  # fmt: skip
+            raw = Path(tmp) / "chunks.parquet"
+            label = spec.name if run.strategy is None else f"{spec.name} {run.strategy}-{run.fold}"
+            result = map_row_groups(todo, fn, raw, CHUNK_SCHEMA, progress=progress, desc=label, **{**options, "chunk_rows": chunk_rows})
+            if result.rows_out != sel.todo:
+                raise AssertionError(f"{label}: {sel.todo} rows sent to the model, {result.rows_out} predictions came back")
+            for batch in iter_chunks(raw, SELECT_ROWS):
+                seconds += float(pc.sum(batch[SECONDS]).as_py() or 0.0)
+                out.write(batch.drop_columns([SECONDS]))
+            n_input += sel.rows_in
+            n_skipped += sel.skipped
+            n_predicted += result.rows_out
+            structures += sel.todo
+            atoms += sel.atoms
+            chunks += result.chunks
+            wall += result.seconds
+            raw.unlink()
+            todo.unlink()
     if n_predicted + n_skipped != n_input:
         raise AssertionError(f"{spec.name}: {n_input} rows in, {n_predicted} predicted + {n_skipped} skipped")
     throughput = {

@@ -44,6 +44,7 @@ class DiffRow:
     status: str = "ungated"    # PASS | FAIL | FAIL (info) | NOT-COMPUTED | TRACKED | ungated
     reasons: list[str] = field(default_factory=list)
     blocking: bool = False
+    unmatched: bool = False    # the row of a gate that matched no metric
 
     @property
     def change(self) -> float | None:
@@ -135,7 +136,7 @@ def apply_gates(diff: dict[str, dict[str, dict[str, Any]]], gates: list[Gate], r
             status = FAIL if gate.required else NOT_COMPUTED
             reason = "required metric not found" if gate.required else "metric not computed"
             rows.append(DiffRow(gate.file, gate.metric, None, None, [gate.name], "", _info(status, gate),
-                                [reason], status == FAIL and gate.enforce))
+                                [reason], status == FAIL and gate.enforce, unmatched=True))
     return DiffResult(rev, baseline, rows)
 
 
@@ -230,10 +231,10 @@ def changed_rows(result: DiffResult) -> list[DiffRow]:
 def gate_summary(result: DiffResult) -> str:
     """One line: gated metrics worse / within tolerance / better, failures, unmatched gates."""
     gated = [r for r in result.rows if r.gates and (r.old is not None or r.new is not None)]
-    worse = sum(r.verdict == "worse" for r in gated)
     failed = sum(r.status.startswith(FAIL) for r in gated)
-    unmatched = sorted({g for r in result.rows if r.old is None and r.new is None for g in r.gates})
-    text = (f"Gates: {len(gated)} gated metrics; {failed} FAIL, {worse - min(worse, failed)} worse but within tolerance, "
+    within = sum(r.verdict == "worse" and not r.status.startswith(FAIL) for r in gated)
+    unmatched = sorted({g for r in result.rows if r.unmatched for g in r.gates})
+    text = (f"Gates: {len(gated)} gated metrics; {failed} FAIL, {within} worse but within tolerance, "
             f"{sum(r.verdict == 'better' for r in gated)} better, {sum(r.verdict == 'same' for r in gated)} unchanged")
     return text + (f"; matching no metric: {', '.join(f'`{g}`' for g in unmatched)}." if unmatched else ".")
 

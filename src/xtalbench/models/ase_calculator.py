@@ -27,5 +27,4 @@ class AsePredictor(AseCalculatorPredictor):
 
         supported = None if elements is None else frozenset(atomic_number(e, name) for e in elements)
         super().__init__(name, device=device, dtype="float64", progress=progress, supported_numbers=supported)
-        self.calculator_path = calculator
         self.calculator = import_object(calculator)(**dict(kwargs or {}))

@@ -169,6 +169,8 @@ class Predictor(ABC):
         s = np.zeros((b, 6))
         if want_stress:
             raw_s = out.get("stress")
+            if raw_s is not None and np.size(raw_s) != 6 * b:
+                raise PredictionError(f"model {self.name!r}: {np.size(raw_s)} stress values for the batch of {b} frames starting at {first!r} (expected {6 * b}, Voigt)")
             s = np.full((b, 6), np.nan) if raw_s is None else np.asarray(raw_s, dtype=np.float64).reshape(b, 6)
         return e, f, s
 

@@ -14,7 +14,7 @@ in it, and writes a `.complete` marker last, so a half-built folder is never tak
 The hash covers the pins, torch, the worker's pins and the Python version: changing any pin
 builds a new folder and never touches the old one.
 
-`EnvPredictor` (in `xtalbench.models.worker_client`) runs the model inside that environment.
+`EnvPredictor` (in `xtalbench.models.worker`) runs the model inside that environment.
 """
 
 from __future__ import annotations

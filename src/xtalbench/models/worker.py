@@ -153,6 +153,9 @@ class EnvPredictor(Predictor):
         from xtalbench.models.registry import spec_data
 
         super().__init__(spec.name, device=device, dtype=dtype or spec.defaults.get("dtype") or "float64", progress=progress)
+        if SRC.name != "src":  # a non-editable install: SRC is the main site-packages, whose stack would shadow the worker's
+            raise ModelWorkerError(f"model {spec.name!r}: a worker needs xtalbench's source tree on its path, found {SRC}: "
+                                   "install xtalbench editable (`pip install -e .`, as `make install` does)")
         if python is None:
             from xtalbench.models.env import python_of, require_environment
 

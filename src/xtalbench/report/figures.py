@@ -75,12 +75,12 @@ def parity(path: Path, quantity: str, lookup: Mapping[str, tuple[str, str]]) -> 
     for column in ("truth", "prediction"):
         if rows and column not in rows[0]:
             raise FigureError(f"{path}: missing column `{column}`")
-    shown = thin(rows)
+    shown = thin(list(enumerate(rows, start=2)))  # numbered before thinning: errors name the file's line
     traces: dict[str, dict[str, Any]] = {}
     lo, hi = float("inf"), float("-inf")
-    for i, row in enumerate(shown):
-        x = _float(row["truth"], path, "truth", i + 2)
-        y = _float(row["prediction"], path, "prediction", i + 2)
+    for line, row in shown:
+        x = _float(row["truth"], path, "truth", line)
+        y = _float(row["prediction"], path, "prediction", line)
         if x is None or y is None:
             continue
         lo, hi = min(lo, x, y), max(hi, x, y)
@@ -169,13 +169,13 @@ def kpca_map(path: Path, lookup: Mapping[str, tuple[str, str]]) -> dict[str, Any
             raise FigureError(f"{path}: missing column `{column}`")
     formulas = {m: f for m, f in lookup.values()}
     traces: dict[str, dict[str, Any]] = {}
-    shown = thin(rows)
-    for i, row in enumerate(shown):
+    shown = thin(list(enumerate(rows, start=2)))  # numbered before thinning: errors name the file's line
+    for line, row in shown:
         name = f"cluster {row['cluster']}" if row.get("cluster") not in (None, "") else "materials"
         trace = traces.setdefault(name, {"type": "scatter", "mode": "markers", "name": name, "x": [], "y": [], "text": [],
                                          "hoverinfo": "text", "marker": {"size": 5, "opacity": 0.7}})
-        trace["x"].append(_float(row["kpc1"], path, "kpc1", i + 2))
-        trace["y"].append(_float(row["kpc2"], path, "kpc2", i + 2))
+        trace["x"].append(_float(row["kpc1"], path, "kpc1", line))
+        trace["y"].append(_float(row["kpc2"], path, "kpc2", line))
         formula = row.get("formula") or formulas.get(row["material_id"], "")
         trace["text"].append(row["material_id"] + (f" · {formula}" if formula else ""))
     return {"data": [traces[k] for k in sorted(traces)], "layout": _layout("Kernel-PCA map", "kPC 1", "kPC 2"),

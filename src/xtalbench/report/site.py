@@ -211,11 +211,10 @@ def leaderboards(files: list[MetricFile], specs: Mapping[str, Mapping[str, Any]]
             rows = []
             for f in sorted(models, key=lambda m: m.data["model"]):
                 name = f.data["model"]
-                contamination = f.value("contamination.fraction")
                 rows.append({"model": name, "cells": [
                     Cell(name, name, f"models/{_safe(name)}.html", f"model card of {name}", "model"),
                     Cell(model_type(f.data, specs.get(name)), model_type(f.data, specs.get(name))),
-                    metric_cell(f, "contamination.fraction") if is_number(contamination) else Cell("—", None, None, "not computed", "missing"),
+                    metric_cell(f, "contamination.fraction"),
                     *[metric_cell(f, c["key"]) for c in columns]], "file": f.path})
             boards.append({"id": f"lb-{_safe(group)}-{task.slug}", "group": group, "task": task.title, "page": None,
                            "columns": [{"label": "model", "better": "", "key": ""}, {"label": "type", "better": "", "key": ""},

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xtalbench.core.io import StageOutputs, expect_rows
+from xtalbench.core.io import StageOutputs, expect_rows, read_json
 from xtalbench.core.project import Paths, write_json, write_parquet
 from xtalbench.split import SplitData, SplitRun, build_splits, load_split_data, to_table
 from xtalbench.split.common import TEST, TRAIN, VAL
@@ -65,7 +64,7 @@ def _write_split_outputs(dataset, paths, params, split_params, data, run, input_
     for name, result in run.results.items():
         write_parquet(to_table(result, data), out.path(paths.split(name)))
     dedup_path = paths.metrics("dedup")
-    dedup = json.loads(dedup_path.read_text()) if dedup_path.exists() else None
+    dedup = read_json(dedup_path) if dedup_path.exists() else None  # a corrupt file: an error naming it
     card = build_card(
         dataset, data, run, split_params,
         composition=composition_of_materials(data),

@@ -92,8 +92,9 @@ def score(errors: pd.DataFrame, separate_hubbard: bool, cfg: ZeroshotParams) -> 
     """Headline scores (GGA frames when +U chemistries are scored apart) and both subsets."""
     gga, hub = errors[~errors["hubbard"]], errors[errors["hubbard"]]
     out: dict[str, Any] = {"headline_subset": "gga" if separate_hubbard else "all"}
-    out["scores"] = summarize(gga if separate_hubbard else errors, cfg.n_bootstrap, cfg.seed, cfg.ci)
-    out["subsets"] = {"gga": summarize(gga, cfg.n_bootstrap, cfg.seed, cfg.ci)}
+    gga_scores = summarize(gga, cfg.n_bootstrap, cfg.seed, cfg.ci)
+    out["scores"] = gga_scores if separate_hubbard else summarize(errors, cfg.n_bootstrap, cfg.seed, cfg.ci)
+    out["subsets"] = {"gga": gga_scores}
     if not (separate_hubbard and cfg.hubbard_policy == "refuse"):
         out["subsets"]["hubbard_u"] = summarize(hub, cfg.n_bootstrap, cfg.seed, cfg.ci)
     return out

@@ -134,7 +134,8 @@ def read_mattersim(path: Path, config: dict) -> Iterator[dict | Rejected]:
 
     name = mattersim_set(path)
     keys = {**MATTERSIM_SETS[name], "meta_keys": MATTERSIM_META}  # type: ignore[index]
-    keep = sample_indices(count_extxyz_frames(path), config.get("sample"), int(config.get("seed", 0)))
+    sample = config.get("sample")  # null: every frame, and no counting pass over the file
+    keep = None if sample is None else sample_indices(count_extxyz_frames(path), sample, int(config.get("seed", 0)))
     for index, block in enumerate(extxyz_blocks(path)):
         if keep is not None and index not in keep:
             continue
