@@ -163,11 +163,18 @@ def test_phonon_stage_with_emt_on_al2o3(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     shutil.copy(ROOT / "models" / "emt.yaml", tmp_path / "models" / "emt.yaml")
     monkeypatch.chdir(tmp_path)
+    from xtalbench.models.base import Predictor
+
+    calls: list[int] = []  # structures per predict call, counted outside the code under test
+    predict = Predictor.predict
+    monkeypatch.setattr(Predictor, "predict", lambda self, frames, *a, **k: calls.append(len(frames)) or predict(self, frames, *a, **k))
     params = DynamicsParams(models=["emt"], data=str(REFS), device="cpu", phonons={"materials": ["Al2O3"], "mesh": [3, 3, 3], "band_npoints": 5})
     result = run_phonons(params, progress=False)
     entry = result["models"]["emt"]["materials"]["Al2O3"]
     assert entry["functional_reference"] == "PBEsol" and entry["like_with_like"] is False
-    assert entry["predict_calls"] == 1 and entry["structures_predicted"] == 1 + result["materials"]["Al2O3"]["displacements"]
+    # one batched call: the undisplaced supercell and each of phonopy's displaced ones
+    assert calls == [1 + result["materials"]["Al2O3"]["displacements"]]
+    assert entry["predict_calls"] == len(calls) and entry["structures_predicted"] == calls[0]
     assert entry["nac"] is True
     written = json.loads((tmp_path / "metrics/dynamics/phonons.json").read_text())
     assert written["models"]["emt"]["median"]["rmse_omega2_THz2"] == pytest.approx(entry["rmse_omega2_THz2"])

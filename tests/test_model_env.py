@@ -33,6 +33,7 @@ from xtalbench.models.env import (
     EnvironmentBuildError,
     EnvironmentSpecError,
     build_environment,
+    envs_dir,
     is_built,
     parse_environment,
     python_of,
@@ -280,14 +281,14 @@ def test_a_worker_that_cannot_start_names_the_interpreter(tmp_path):
 # --- the real model environments (built by `make envs`) ------------------------------------------
 
 ENV_MODELS = ["sevennet-0", "tensornet-matpes-pbe"]  # one per environment (the m3gnet ones share matgl's)
+ENVS = envs_dir() if envs_dir().is_absolute() else ROOT / envs_dir()  # where load_model looks ($XTALBENCH_ENVS honoured)
 _WORKERS: dict = {}
 
 
 def _env_or_skip(name: str):
     spec = load_spec(name, MODELS)
-    root = ROOT / ".venvs"
-    if not is_built(spec.environment, root):
-        pytest.skip(f"environment of {name} not built at {spec.environment.path(root)}: run `make envs`")
+    if not is_built(spec.environment, ENVS):
+        pytest.skip(f"environment of {name} not built at {spec.environment.path(ENVS)}: run `make envs`")
     return spec
 
 
@@ -363,7 +364,7 @@ def _one_by_one(spec, calculator: str, frames: list[dict]) -> list:
         "    res.append([a.get_potential_energy(), a.get_forces().ravel().tolist(), a.get_stress().tolist()])\n"
         "print(json.dumps(res))\n"
     )
-    python = python_of(spec.environment.path(ROOT / ".venvs"))
+    python = python_of(spec.environment.path(ENVS))
     payload = json.dumps([{k: np.asarray(fr[k]).tolist() for k in ("numbers", "positions", "lattice")} for fr in frames])
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run([str(python), "-c", script], input=payload, capture_output=True, text=True, check=True, env=env)

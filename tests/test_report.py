@@ -211,6 +211,46 @@ def test_model_card_sections(project):
     assert "No registry entry" in (project / "reports/mace-tiny_card.md").read_text()
 
 
+def test_model_card_carries_zero_shot_and_dynamics(project):
+    """A model scored only by the zero-shot, phonons and MD stages gets a card; the figures come
+    from those stages' files, forces converted from meV/Å to eV/Å."""
+    (project / "metrics" / "zeroshot").mkdir(parents=True)
+    (project / "metrics" / "zeroshot" / "leaderboard.json").write_text(json.dumps({
+        "datasets": ["seen-set", "far-set"],
+        "models": {"pot": {
+            "seen_set": "seen-set", "seen_note": "seen-set lies inside pot's training set", "status": {"status": "ok"},
+            "datasets": {
+                "seen-set": {"frames": 30, "energy_mae_meV_per_atom": 10.0, "energy_mae_meV_per_atom_ci": [8.0, 12.5],
+                             "force_mae_vector_norm_meV_per_A": 150.0, "force_mae_vector_norm_meV_per_A_ci": [120.0, 180.0]},
+                "far-set": {"frames": 0}},
+            "ratios": {"far-set": {"energy_mae_meV_per_atom": {"ratio": 4.0, "ci": [2.0, 7.5]}}},
+            "contamination": {"seen-set": {"by_id": {"fraction": 1.0}, "by_database": {"overlap": "same"}}},
+            "notes": {"seen-set": ["energies compared as they are (raw vs raw)"]},
+            "throughput": {"structures_per_s": 9.5, "atoms_per_s": 120.0, "structures": 30},
+            "hardware": {"device": "cpu", "dtype": "float32", "batch_size": 8}}}}))
+    (project / "metrics" / "dynamics").mkdir(parents=True)
+    (project / "metrics" / "dynamics" / "phonons.json").write_text(json.dumps({"models": {"pot": {
+        "status": "ok", "median": {"rmse_omega2_THz2": 21.6}, "like_with_like_median": {"rmse_omega2_THz2": 29.4},
+        "imaginary_materials": ["CaTiO3"],
+        "materials": {"MgO": {"theory_note": "same functional", "rmse_omega2_THz2": 21.6, "rmse_frequency_THz": 0.93,
+                              "imaginary_band": {"count": 0}, "reference_imaginary_band": {"count": 0}}}}}}))
+    (project / "metrics" / "dynamics" / "md.json").write_text(json.dumps({"params": {"steps": 100, "temperature_K": 600.0}, "models": {
+        "pot": {"materials": {"MgO": {"completed": True, "steps_done": 100, "steps_requested": 100, "temperature_mean_K": 488.5,
+                                      "temperature_std_K": 39.7, "sigma_dft": {"sigma_mean": 0.267, "class": "weak"},
+                                      "sigma_model": {"sigma_mean": 0.25, "class": "weak"}}}}}}))
+    run_report(project)
+    card = (project / "reports" / "pot_card.md").read_text()
+    assert "not evaluated on the root datasets' splits" in card
+    assert "| `seen-set` | 30 | 10 [8, 12.5] | 0.15 [0.12, 0.18] | not computed | not computed | 1 | same |" in card
+    assert "| `far-set` | 0 | not computed |" in card
+    assert "| `far-set` / `seen-set` | energy_mae_meV_per_atom | 4 [2, 7.5] |" in card
+    assert "| MgO | same functional | 21.6 | 0.93 |" in card and "RMSE ω² 21.6 THz² (29.4 on the materials" in card
+    assert "| MgO | yes | 100 of 100 | 488 ± 39.7 |" in card and "0.267 (weak)" in card
+    assert "9.5 structures/s, 120.0 atoms/s" in card
+    # the root-split card of a model in both keeps its split metrics and gains nothing it was not scored on
+    assert "## Zero-shot" not in (project / "reports" / "chgnet_card.md").read_text()
+
+
 def test_governance_report_and_strict_mode(project, capsys):
     assert run_report(project) == 0
     gov = (project / "reports/governance.md").read_text()

@@ -238,9 +238,17 @@ def test_stage_writes_everything_byte_identically(project, monkeypatch):
     assert all("composition_min_distance" in f for f in card["strategies"]["random"]["folds"].values())
     loco = pq.read_table("splits/tiny/loco.parquet").to_pandas()
     assert metrics["strategies"]["loco"]["cluster_sizes"] == loco[loco.fold == 0].groupby("cluster").size().tolist()
+    # the map's points: one per material, each with the cluster its frames carry in the LOCO split
+    points = pd.read_csv("plots/tiny/kpca_map.csv")
+    by_material = loco[loco.fold == 0].groupby("material_id")["cluster"].first()
+    assert sorted(points.material_id) == sorted(by_material.index)
+    assert (points.set_index("material_id").cluster == by_material.reindex(points.material_id).values).all()
+    assert points[["kpc1", "kpc2"]].std().gt(0).all()  # a spread of points, not a placeholder column
+    csv_bytes = Path("plots/tiny/kpca_map.csv").read_bytes()
     assert main(["split", "tiny"]) == 0
     assert {p: p.read_bytes() for p in sorted(Path("splits/tiny").iterdir())} == out
     assert Path("plots/tiny/kpca_map.png").read_bytes() == png
+    assert Path("plots/tiny/kpca_map.csv").read_bytes() == csv_bytes
 
 
 def test_forward_without_property_is_skipped_with_reason(run):

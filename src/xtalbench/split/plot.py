@@ -1,4 +1,5 @@
-"""The 2-D kernel-PCA map: materials coloured by LOCO cluster, one panel per held-out fold."""
+"""The 2-D kernel-PCA map: materials coloured by LOCO cluster, one panel per held-out fold (PNG),
+and its points as CSV for the site's interactive map."""
 
 from __future__ import annotations
 
@@ -7,6 +8,24 @@ from pathlib import Path
 import numpy as np
 
 from xtalbench.split.common import TEST, VAL, StrategyResult
+
+CSV_DIGITS = 5  # significant digits of the CSV's coordinates (a map, not data to refit)
+
+
+def kpca_points(materials: np.ndarray, coords: np.ndarray, loco: StrategyResult | None, path: str | Path) -> Path:
+    """Write material_id, kpc1, kpc2, cluster (empty where LOCO gave none), one row per material."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
+    clusters = loco.cluster if loco is not None and loco.cluster is not None else np.full(len(coords), -1)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["material_id", "kpc1", "kpc2", "cluster"])
+        for material, kpc1, kpc2, cluster in zip(materials, coords[:, 0], y, clusters):
+            writer.writerow([material, f"{kpc1:.{CSV_DIGITS}g}", f"{kpc2:.{CSV_DIGITS}g}", "" if cluster < 0 else int(cluster)])
+    return path
 
 
 def kpca_map(coords: np.ndarray, loco: StrategyResult | None, path: str | Path, title: str = "") -> Path:

@@ -11,7 +11,7 @@ from xtalbench.core.io import StageOutputs, expect_rows, read_json
 from xtalbench.core.project import Paths, write_json, write_parquet
 from xtalbench.split import SplitData, SplitRun, build_splits, load_split_data, to_table
 from xtalbench.split.common import TEST, TRAIN, VAL
-from xtalbench.split.plot import kpca_map
+from xtalbench.split.plot import kpca_map, kpca_points
 
 
 def composition_of_materials(data: SplitData) -> np.ndarray | None:
@@ -75,6 +75,7 @@ def _write_split_outputs(dataset, paths, params, split_params, data, run, input_
     write_json(card, out.path(paths.splits_dir / "split_card.json"))
     out.path(paths.splits_dir / "split_card.md").write_text(render_markdown(card))
     kpca_map(run.material_coords, run.results.get("loco"), out.path(paths.plots_dir / "kpca_map.png"), title=dataset)
+    kpca_points(data.materials, run.material_coords, run.results.get("loco"), out.path(paths.plots_dir / "kpca_map.csv"))
     metrics = split_metrics(data, run, input_counts)
     write_json(metrics, out.path(paths.metrics("split")))
     return metrics
