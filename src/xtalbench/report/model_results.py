@@ -4,6 +4,7 @@ diatomic curves, phonons and MD, read from the leaderboard and dynamics stages' 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,41 @@ def model_names(root: Path) -> set[str]:
     return names
 
 
-def sections(model: str, root: Path) -> list[str]:
-    """The markdown lines of the zero-shot, diatomics, phonons and MD sections (none where not run)."""
+@dataclass
+class BeyondSplits:
+    """What these stages add to a model card: its sections, throughput rows and limitations."""
+
+    lines: list[str] = field(default_factory=list)
+    throughput: list[list[Any]] = field(default_factory=list)  # [where, key, value]
+    limitations: list[str] = field(default_factory=list)
+
+
+def beyond_splits(model: str, root: Path) -> BeyondSplits:
+    """The zero-shot, diatomics, phonons and MD sections of `model` (empty where it was not run)."""
     board, phonons, md = (read_json(root / path) or {} for path in (LEADERBOARD, PHONONS, MD))
-    lines = zeroshot_lines(model, board)
-    lines += phonon_lines(model, phonons)
-    lines += md_lines(model, md)
-    return lines
+    entry = (board.get("models") or {}).get(model)
+    out = BeyondSplits(lines=zeroshot_lines(model, board) + phonon_lines(model, phonons) + md_lines(model, md))
+    if isinstance(entry, Mapping):
+        hardware = entry.get("hardware") or {}
+        out.throughput = [["zero-shot sets", f"`{k}`", v] for k, v in sorted((entry.get("throughput") or {}).items())]
+        out.throughput += [["zero-shot sets", f"`hardware.{k}`", v] for k, v in sorted(hardware.items())]
+        out.limitations = zeroshot_limitations(entry)
+    return out
+
+
+def zeroshot_limitations(entry: Mapping[str, Any], at_least: float = 1.5) -> list[str]:
+    """Errors whose unseen/seen ratio is at least `at_least` with the whole CI above 1."""
+    items = []
+    for comparison, block in sorted((entry.get("ratios") or {}).items()):
+        for metric, r in sorted((block or {}).items()):
+            ci = r.get("ci") if isinstance(r, Mapping) else None
+            if isinstance(ci, list) and is_number(ci[0]) and ci[0] > 1 and r["ratio"] >= at_least:
+                items.append(f"`{comparison}`: {metric} is {r['ratio']:.3g}× [{ci[0]:.3g}, {ci[1]:.3g}] its value on the seen "
+                             f"set `{entry.get('seen_set')}`.")
+    status = entry.get("status") or {}
+    if status.get("status", "ok") != "ok":
+        items.insert(0, f"⚠ {status['status']}: {status.get('known_issues', '')}")
+    return items
 
 
 def _with_ci(value: Any, ci: Any, factor: float) -> str:
@@ -100,11 +129,6 @@ def zeroshot_lines(model: str, board: Mapping[str, Any]) -> list[str]:
     if isinstance(diatomics, Mapping):
         lines += ["", "### Diatomic curves (PBE dimers, Matbench Discovery)", "",
                   *md_table(["figure", "value"], [[label, diatomics.get(key)] for key, label in DIATOMIC_LABELS.items()])]
-    throughput, hardware = entry.get("throughput") or {}, entry.get("hardware") or {}
-    if throughput:
-        lines += ["", f"Zero-shot throughput: {throughput.get('structures_per_s')} structures/s, {throughput.get('atoms_per_s')} atoms/s "
-                      f"({throughput.get('structures')} structures) on {hardware.get('device_name') or hardware.get('device')}, "
-                      f"{hardware.get('dtype')}, batch {hardware.get('batch_size')}."]
     return lines + [""]
 
 
