@@ -31,8 +31,7 @@ from xtalbench.core.io import (
     remove_stale,
 )
 from xtalbench.core.parallel import RowGroupWriter, map_row_groups
-from xtalbench.core.project import ParquetSink
-from xtalbench.core.project import iter_batches, read_table, write_json, write_parquet
+from xtalbench.core.project import ParquetSink, iter_batches, read_table, write_json, write_parquet
 
 SI = 'Lattice="0 2.715 2.715 2.715 0 2.715 2.715 2.715 0" Properties=species:S:1:pos:R:3:forces:R:3 pbc="T T T"'
 

@@ -39,14 +39,21 @@ PHONON_COLUMNS = (
 )
 
 
-def model_names(root: Path) -> set[str]:
-    """Every model these stages scored (a card is written for each)."""
-    names: set[str] = set()
-    for path in (LEADERBOARD, PHONONS, MD):
-        data = read_json(root / path)
-        if isinstance(data, Mapping) and isinstance(data.get("models"), Mapping):
-            names |= set(data["models"])
-    return names
+@dataclass(frozen=True)
+class StageResults:
+    """The leaderboard, phonons and MD metrics files, read once for every card ({} where not run)."""
+
+    board: Mapping[str, Any]
+    phonons: Mapping[str, Any]
+    md: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, root: Path) -> StageResults:
+        return cls(*(read_json(root / path) or {} for path in (LEADERBOARD, PHONONS, MD)))
+
+    def model_names(self) -> set[str]:
+        """Every model these stages scored (a card is written for each)."""
+        return {name for data in (self.board, self.phonons, self.md) for name in (data.get("models") or {})}
 
 
 @dataclass
@@ -58,11 +65,10 @@ class BeyondSplits:
     limitations: list[str] = field(default_factory=list)
 
 
-def beyond_splits(model: str, root: Path) -> BeyondSplits:
+def beyond_splits(model: str, results: StageResults) -> BeyondSplits:
     """The zero-shot, diatomics, phonons and MD sections of `model` (empty where it was not run)."""
-    board, phonons, md = (read_json(root / path) or {} for path in (LEADERBOARD, PHONONS, MD))
-    entry = (board.get("models") or {}).get(model)
-    out = BeyondSplits(lines=zeroshot_lines(model, board) + phonon_lines(model, phonons) + md_lines(model, md))
+    entry = (results.board.get("models") or {}).get(model)
+    out = BeyondSplits(lines=zeroshot_lines(model, results.board) + phonon_lines(model, results.phonons) + md_lines(model, results.md))
     if isinstance(entry, Mapping):
         hardware = entry.get("hardware") or {}
         out.throughput = [["zero-shot sets", f"`{k}`", v] for k, v in sorted((entry.get("throughput") or {}).items())]
@@ -80,10 +86,7 @@ def zeroshot_limitations(entry: Mapping[str, Any], at_least: float = 1.5) -> lis
             if isinstance(ci, list) and is_number(ci[0]) and ci[0] > 1 and r["ratio"] >= at_least:
                 items.append(f"`{comparison}`: {metric} is {r['ratio']:.3g}× [{ci[0]:.3g}, {ci[1]:.3g}] its value on the seen "
                              f"set `{entry.get('seen_set')}`.")
-    status = entry.get("status") or {}
-    if status.get("status", "ok") != "ok":
-        items.insert(0, f"⚠ {status['status']}: {status.get('known_issues', '')}")
-    return items
+    return items  # a non-ok status: its YAML's known_issues, listed by the card itself
 
 
 def _with_ci(value: Any, ci: Any, factor: float) -> str:

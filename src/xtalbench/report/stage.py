@@ -485,7 +485,7 @@ def model_card(model: str, spec: Mapping[str, Any] | None, per_dataset: Mapping[
                  if zero_shot else "ID is the strategy's `val` role (or the `random` test score), OOD its held-out `test` role; ")
     lines += ["", "## Metrics: in distribution (ID) beside out of distribution (OOD)", ""]
     if not per_dataset:
-        lines.append(f"_{NOT_COMPUTED}: not evaluated on the root datasets' splits (params `evaluate.models`)._")
+        lines += [f"_{NOT_COMPUTED}: not evaluated on the root datasets' splits (params `evaluate.models`)._", ""]
     else:
         lines += [reference + "for `" + ", ".join(config.in_distribution_strategies) + "` the test role is itself in distribution. "
                   "Means over folds; n = scored rows.", ""]
@@ -509,7 +509,6 @@ def model_card(model: str, spec: Mapping[str, Any] | None, per_dataset: Mapping[
         if gap:
             lines += ["", "Gap (OOD vs random, with bootstrap CIs):", "", *md_table(["key", "value"], [[f"`{k}`", v] for k, v in gap.items()])]
         lines.append("")
-    lines += [""] if not per_dataset else []
     lines += beyond.lines
     lines += ["## Throughput and hardware", ""]
     tp_rows = [[d, f"`{k}`", v] for d, (m, _) in sorted(per_dataset.items()) for k, v in flatten(m.get("throughput")).items()]
@@ -638,10 +637,11 @@ def build_reports(datasets: list[str], params: Mapping[str, Any], root: str | Pa
         written.append(write_text(reports / f"{name}_card.md", dataset_card(inputs, summary)))
         for model, metrics in inputs.models.items():
             per_model.setdefault(model, {})[name] = (metrics, summary["models"][model])
-    from xtalbench.report import model_results
+    from xtalbench.report.model_results import StageResults, beyond_splits
 
-    for model in sorted(set(per_model) | model_results.model_names(root)):
-        card = model_card(model, specs.get(model), per_model.get(model, {}), config, model_results.beyond_splits(model, root))
+    stage_results = StageResults.load(root)
+    for model in sorted(set(per_model) | stage_results.model_names()):
+        card = model_card(model, specs.get(model), per_model.get(model, {}), config, beyond_splits(model, stage_results))
         written.append(write_text(reports / f"{_safe(model)}_card.md", card))
     written += finetune_cards(datasets, root, reports)
     board = root / "metrics" / "zeroshot" / "leaderboard.md"  # the leaderboard stage's table, beside the cards
